@@ -1,0 +1,133 @@
+"""The engine adapter: every guest call, host-import definition and guest-memory access goes through here.
+
+One `WasmEngine` per process. `backend="fast"` (default) uses wasmtime's unchecked C calls; `"public"`
+uses only wasmtime-py's documented API. Set `WASM_FAAS_ENGINE_BACKEND=public` to force the latter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Iterable, Optional, Sequence
+
+import wasmtime
+
+from . import _public
+from ._common import I32, I64, GuestBase, GuestExit, GuestMemoryError, GuestTrap, HostFunction
+
+__all__ = [
+    "I32", "I64", "Guest", "GuestExit", "GuestMemoryError", "GuestTrap", "HostFunction", "HostLinker",
+    "WasmEngine", "EPOCH_TICK_SECONDS",
+]
+
+log = logging.getLogger(__name__)
+
+Guest = GuestBase
+EPOCH_TICK_SECONDS = 0.01  # the ticker thread advances the engine epoch this often
+
+try:
+    from . import _fast
+
+    _fast.self_check()
+    _FAST_ERROR: Optional[str] = None
+except Exception as error:  # pragma: no cover - only on an unexpected wasmtime-py
+    _fast = None  # type: ignore[assignment]
+    _FAST_ERROR = str(error)
+
+
+class HostLinker:
+    """A wasmtime Linker holding the host's imports, plus their signatures for import checks."""
+
+    def __init__(self, engine: "WasmEngine", functions: Iterable[HostFunction]):
+        self.engine = engine
+        self.linker = wasmtime.Linker(engine.engine)
+        self.functions: dict[tuple[str, str], HostFunction] = {}
+        for host in functions:
+            engine._backend_define(self.linker, host)
+            self.functions[(host.module, host.name)] = host
+
+    def missing_imports(self, module: wasmtime.Module) -> list[str]:
+        """Imports of `module` this host does not provide (or provides with another signature)."""
+        problems = []
+        for imp in module.imports:
+            name = f"{imp.module}.{imp.name}"
+            host = self.functions.get((imp.module, imp.name or ""))
+            if not isinstance(imp.type, wasmtime.FuncType):
+                problems.append(f"{name} (a {type(imp.type).__name__}, only functions are provided)")
+            elif host is None:
+                problems.append(f"{name} (not provided)")
+            else:
+                wanted = ([str(p) for p in imp.type.params], [str(r) for r in imp.type.results])
+                if wanted != (list(host.params), list(host.results)):
+                    problems.append(f"{name} (module expects ({', '.join(wanted[0])}) -> {wanted[1] or '()'}, "
+                                    f"host provides {host.signature()})")
+        return problems
+
+
+class WasmEngine:
+    def __init__(self, backend: Optional[str] = None):
+        backend = backend or os.environ.get("WASM_FAAS_ENGINE_BACKEND", "fast")
+        if backend not in ("fast", "public"):
+            raise ValueError(f"unknown engine backend {backend!r} (expected 'fast' or 'public')")
+        if backend == "fast" and _fast is None:
+            log.warning("fast engine backend unavailable (%s); using the public API", _FAST_ERROR)
+            backend = "public"
+        self.backend = backend
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        # Linear memory never moves, so guest memory views stay valid across memory.grow.
+        config.memory_may_move = False
+        self.engine = wasmtime.Engine(config)
+        self._guest_class = _fast.FastGuest if backend == "fast" else _public.PublicGuest
+        self._ticker: Optional[threading.Thread] = None
+        self._ticker_stop = threading.Event()
+
+    def _backend_define(self, linker: wasmtime.Linker, host: HostFunction) -> None:
+        if self.backend == "fast":
+            _fast.define(linker, host)
+        else:
+            _public.define(linker, host)
+
+    # -- modules ------------------------------------------------------------------------------
+    def compile(self, wasm: bytes) -> wasmtime.Module:
+        return wasmtime.Module(self.engine, wasm)
+
+    def deserialize_file(self, path: str) -> wasmtime.Module:
+        return wasmtime.Module.deserialize_file(self.engine, path)
+
+    def linker(self, functions: Sequence[HostFunction]) -> HostLinker:
+        return HostLinker(self, functions)
+
+    def instantiate(self, linker: HostLinker, module: wasmtime.Module, owner: Any,
+                    *, memory_limit_bytes: Optional[int] = None) -> GuestBase:
+        store = wasmtime.Store(self.engine)
+        if memory_limit_bytes is not None:
+            store.set_limits(memory_size=memory_limit_bytes)
+        store.set_epoch_deadline(1 << 62)  # no deadline until a call sets one
+        try:
+            instance = linker.linker.instantiate(store, module)
+        except wasmtime.Trap as error:
+            from ._common import trap_from_wasmtime
+            raise trap_from_wasmtime(error) from None
+        return self._guest_class(store, instance, owner)
+
+    # -- epoch ticker -------------------------------------------------------------------------
+    def start_ticker(self) -> None:
+        """Advance the epoch every EPOCH_TICK_SECONDS so per-call deadlines interrupt runaway guests."""
+        if self._ticker is not None:
+            return
+        self._ticker_stop.clear()
+
+        def tick() -> None:
+            while not self._ticker_stop.wait(EPOCH_TICK_SECONDS):
+                self.engine.increment_epoch()
+
+        self._ticker = threading.Thread(target=tick, name="wasm-epoch-ticker", daemon=True)
+        self._ticker.start()
+
+    def stop_ticker(self) -> None:
+        self._ticker_stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=1)
+            self._ticker = None

@@ -1,0 +1,166 @@
+"""The fast back-end: wasmtime's unchecked C entry points called through ctypes.
+
+wasmtime-py's `Func.__call__` re-reads the function type, converts every value through `Val`
+and allocates on each call; its host-function trampoline does the same in reverse. Here every
+export gets a pre-built argument buffer and slot views, and every host import a trampoline
+that unpacks all arguments with one `struct` call. Only this module touches wasmtime-py
+internals (`_ffi`, `_func`, `_memory`); it is checked against the pinned wasmtime version and
+`abi.engine` falls back to the public back-end when anything here is missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from ctypes import CFUNCTYPE, c_size_t, c_uint32, c_uint64, c_void_p
+from typing import Any, Callable, Optional
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from ._common import ACTIVE, I32, GuestBase, GuestMemoryError, HostFunction, trap_from_wasmtime
+
+_RAW_SIZE = ctypes.sizeof(ffi.wasmtime_val_raw_t)  # 16: each argument/result slot
+
+# Our own prototypes over the same symbols, with plain addresses instead of typed pointers:
+# ctypes converts an int much faster than it builds POINTER objects.
+_CALLBACK = CFUNCTYPE(c_size_t, c_void_p, c_void_p, c_void_p, c_size_t)
+_call_unchecked = CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p)(
+    ("wasmtime_func_call_unchecked", ffi.dll))
+_define_unchecked = CFUNCTYPE(c_void_p, c_void_p, ctypes.c_char_p, c_size_t, ctypes.c_char_p, c_size_t,
+                              c_void_p, _CALLBACK, c_void_p, c_void_p)(
+    ("wasmtime_linker_define_func_unchecked", ffi.dll))
+_trap_new = CFUNCTYPE(c_void_p, ctypes.c_char_p, c_size_t)(("wasmtime_trap_new", ffi.dll))
+
+_TRAP_PTR = ctypes.POINTER(ffi.wasm_trap_t)
+_ERROR_PTR = ctypes.POINTER(ffi.wasmtime_error_t)
+
+# ctypes callback objects must outlive every linker that references them.
+_KEEP_ALIVE: list[Any] = []
+
+
+def _slot_format(kind: str) -> str:
+    return "I12x" if kind == I32 else "q8x"
+
+
+def _make_trampoline(host: HostFunction) -> Any:
+    """A C callback that unpacks the raw argument slots, calls `impl(owner, *args)`, stores the result."""
+    fmt = "<" + "".join(_slot_format(k) for k in host.params)
+    unpack = struct.Struct(fmt).unpack
+    size = struct.calcsize(fmt)
+    impl = host.impl
+    has_result = bool(host.results)
+    result_is_i64 = has_result and host.results[0] != I32
+    on_memory_error = host.on_memory_error
+    string_at = ctypes.string_at
+    u32_at = c_uint32.from_address
+    u64_at = c_uint64.from_address
+
+    def trampoline(_env: int, _caller: int, args: int, _nargs: int) -> int:
+        guest = ACTIVE.guest
+        try:
+            values = unpack(string_at(args, size)) if size else ()
+            try:
+                result = impl(guest.owner, *values)  # type: ignore[union-attr]
+            except GuestMemoryError:
+                if on_memory_error is None:
+                    raise
+                result = on_memory_error
+            if has_result:
+                if result_is_i64:
+                    u64_at(args).value = result & 0xFFFFFFFFFFFFFFFF
+                else:
+                    u32_at(args).value = result & 0xFFFFFFFF
+            return 0
+        except BaseException as error:  # noqa: BLE001 - any failure becomes a trap, re-raised after the call
+            if guest is not None:
+                guest.pending_error = error
+            message = f"host function {host.name} failed: {error}".encode()
+            return _trap_new(message, len(message)) or 0
+
+    callback = _CALLBACK(trampoline)
+    _KEEP_ALIVE.append(callback)
+    return callback
+
+
+def define(linker: wasmtime.Linker, host: HostFunction) -> None:
+    callback = _make_trampoline(host)
+    functype = host.functype()
+    _KEEP_ALIVE.append(functype)
+    module, name = host.module.encode(), host.name.encode()
+    linker_ptr = ctypes.cast(linker.ptr(), c_void_p).value
+    functype_ptr = ctypes.cast(functype.ptr(), c_void_p).value
+    error = _define_unchecked(linker_ptr, module, len(module), name, len(name), functype_ptr, callback, None, None)
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
+
+
+class FastGuest(GuestBase):
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
+        super().__init__(store, instance, owner)
+        self._context = ctypes.cast(store._context(), c_void_p).value
+        self._funcs: dict[str, Optional[Callable[..., Optional[int]]]] = {}
+
+    def func(self, name: str) -> Optional[Callable[..., Optional[int]]]:
+        if name in self._funcs:
+            return self._funcs[name]
+        export = self._exports.get(name)
+        call = self._make_call(export) if isinstance(export, wasmtime.Func) else None
+        self._funcs[name] = call
+        return call
+
+    def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
+        functype = export.type(self.store)
+        params = [str(p) for p in functype.params]
+        results = [str(r) for r in functype.results]
+        slots_needed = max(len(params), len(results), 1)
+        buffer = (ctypes.c_ubyte * (_RAW_SIZE * slots_needed))()
+        base = ctypes.addressof(buffer)
+        slots = [(c_uint32 if kind == I32 else ctypes.c_int64).from_address(base + _RAW_SIZE * i)
+                 for i, kind in enumerate(params)]
+        result_slot = (c_uint32 if not results or results[0] == I32 else ctypes.c_int64).from_address(base)
+        has_result = bool(results)
+        func_struct = ffi.wasmtime_func_t()
+        ctypes.memmove(ctypes.addressof(func_struct), ctypes.addressof(export._func), ctypes.sizeof(func_struct))
+        func_addr = ctypes.addressof(func_struct)
+        trap_slot = c_void_p()
+        trap_addr = ctypes.addressof(trap_slot)
+        context = self._context
+        guest = self
+        active = ACTIVE
+        nparams = len(params)
+
+        def call(*args: int) -> Optional[int]:
+            for slot, value in zip(slots, args[:nparams]):
+                slot.value = value
+            previous = active.guest
+            active.guest = guest
+            try:
+                error = _call_unchecked(context, func_addr, base, slots_needed, trap_addr)
+            finally:
+                active.guest = previous
+            if error or trap_slot.value:
+                guest._fail(error, trap_slot)
+            return result_slot.value if has_result else None
+
+        call._keep = (buffer, func_struct, trap_slot, slots)  # type: ignore[attr-defined]
+        return call
+
+    def _fail(self, error: Optional[int], trap_slot: c_void_p) -> None:
+        """Turn a failed call into an exception; a host import's own exception takes precedence."""
+        if trap_slot.value:
+            failure: Exception = wasmtime.Trap._from_ptr(ctypes.cast(trap_slot.value, _TRAP_PTR))
+            trap_slot.value = None
+        else:
+            failure = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
+        self.raise_pending()
+        raise trap_from_wasmtime(failure)
+
+
+def self_check() -> None:
+    """Fail loudly if the wasmtime-py internals this module relies on are not there."""
+    for name in ("wasmtime_val_raw_t", "wasmtime_func_t", "wasm_trap_t", "wasmtime_error_t", "dll"):
+        if not hasattr(ffi, name):
+            raise ImportError(f"wasmtime._ffi.{name} missing")
+    if _RAW_SIZE != 16:
+        raise ImportError(f"unexpected wasmtime_val_raw_t size {_RAW_SIZE}")

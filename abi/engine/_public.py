@@ -1,0 +1,72 @@
+"""The public back-end: only wasmtime-py's documented API (slower; the reference for the fast one)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import wasmtime
+
+from ._common import ACTIVE, GuestBase, GuestMemoryError, HostFunction, trap_from_wasmtime
+
+
+def define(linker: wasmtime.Linker, host: HostFunction) -> None:
+    impl = host.impl
+    on_memory_error = host.on_memory_error
+    has_result = bool(host.results)
+
+    def call_host(*args: int) -> Optional[int]:
+        guest = ACTIVE.guest
+        try:
+            result = impl(guest.owner, *args)  # type: ignore[union-attr]
+        except GuestMemoryError:
+            if on_memory_error is None:
+                raise
+            result = on_memory_error
+        except BaseException as error:
+            if guest is not None:
+                guest.pending_error = error
+            raise
+        return result if has_result else None
+
+    linker.define_func(host.module, host.name, host.functype(), call_host)
+
+
+class PublicGuest(GuestBase):
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
+        super().__init__(store, instance, owner)
+        self._funcs: dict[str, Optional[Callable[..., Optional[int]]]] = {}
+
+    def func(self, name: str) -> Optional[Callable[..., Optional[int]]]:
+        if name in self._funcs:
+            return self._funcs[name]
+        export = self._exports.get(name)
+        call = self._make_call(export) if isinstance(export, wasmtime.Func) else None
+        self._funcs[name] = call
+        return call
+
+    def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
+        store = self.store
+        guest = self
+        nparams = len(export.type(store).params)
+
+        def call(*args: int) -> Optional[int]:
+            previous = ACTIVE.guest
+            ACTIVE.guest = guest
+            try:
+                result = export(store, *args[:nparams])
+            except (wasmtime.Trap, wasmtime.WasmtimeError) as error:
+                guest.raise_pending()
+                raise trap_from_wasmtime(error) from None
+            except BaseException as error:  # a host import's own exception, re-raised by wasmtime-py
+                guest.pending_error = error
+                guest.raise_pending()
+                raise
+            finally:
+                ACTIVE.guest = previous
+            if guest.pending_error is not None:
+                guest.raise_pending()
+            if isinstance(result, int) and result < 0:
+                result &= 0xFFFFFFFF
+            return result
+
+        return call

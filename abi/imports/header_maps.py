@@ -1,0 +1,111 @@
+"""Header maps: get/set pairs, get/add/replace/remove one value, serialized size."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from ..codes import MapType, Status
+from ..maps import HeaderList, decode_map, encode_map
+from ._registry import ImportGroup
+
+hostcall = ImportGroup()
+
+_MAX_MAP_TYPE = max(MapType)
+
+
+def _map(vm, map_type: int) -> Union[HeaderList, int]:
+    if map_type > _MAX_MAP_TYPE:
+        return Status.BAD_ARGUMENT
+    stream = vm.stream
+    if stream is None:
+        return Status.NOT_FOUND
+    if map_type == MapType.HTTP_REQUEST_HEADERS:
+        return stream.request_headers
+    if map_type == MapType.HTTP_REQUEST_TRAILERS:
+        return stream.request_trailers
+    if map_type == MapType.HTTP_RESPONSE_HEADERS:
+        return stream.response.headers
+    if map_type == MapType.HTTP_RESPONSE_TRAILERS:
+        return stream.response.trailers
+    return Status.NOT_FOUND
+
+
+@hostcall("iii")
+def proxy_get_header_map_pairs(vm, map_type: int, ptr_ptr: int, size_ptr: int) -> int:
+    pairs = _map(vm, map_type)
+    if isinstance(pairs, int):
+        return pairs
+    vm.return_bytes(encode_map(pairs), ptr_ptr, size_ptr)
+    return Status.OK
+
+
+@hostcall("iii")
+def proxy_set_header_map_pairs(vm, map_type: int, ptr: int, size: int) -> int:
+    pairs = _map(vm, map_type)
+    if isinstance(pairs, int):
+        return pairs
+    try:
+        new_pairs = decode_map(vm.guest.read(ptr, size))
+    except ValueError:
+        return Status.BAD_ARGUMENT
+    pairs[:] = [(k.lower(), v) for k, v in new_pairs]
+    return Status.OK
+
+
+@hostcall("ii")
+def proxy_get_header_map_size(vm, map_type: int, size_ptr: int) -> int:
+    pairs = _map(vm, map_type)
+    if isinstance(pairs, int):
+        return pairs
+    vm.guest.write_u32(size_ptr, len(encode_map(pairs)))
+    return Status.OK
+
+
+@hostcall("iiiii")
+def proxy_get_header_map_value(vm, map_type: int, key_ptr: int, key_size: int, ptr_ptr: int, size_ptr: int) -> int:
+    pairs = _map(vm, map_type)
+    if isinstance(pairs, int):
+        return pairs
+    key = vm.read_str(key_ptr, key_size).lower()
+    values = [v for k, v in pairs if k == key]
+    if not values:
+        return Status.NOT_FOUND
+    vm.return_bytes(",".join(values).encode("utf-8", "surrogateescape"), ptr_ptr, size_ptr)
+    return Status.OK
+
+
+@hostcall("iiiii")
+def proxy_add_header_map_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, value_size: int) -> int:
+    pairs = _map(vm, map_type)
+    if isinstance(pairs, int):
+        return pairs
+    pairs.append((vm.read_str(key_ptr, key_size).lower(), vm.read_str(value_ptr, value_size)))
+    return Status.OK
+
+
+@hostcall("iiiii")
+def proxy_replace_header_map_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int,
+                                   value_size: int) -> int:
+    pairs = _map(vm, map_type)
+    if isinstance(pairs, int):
+        return pairs
+    key = vm.read_str(key_ptr, key_size).lower()
+    value = vm.read_str(value_ptr, value_size)
+    positions = [i for i, (k, _) in enumerate(pairs) if k == key]
+    if not positions:
+        pairs.append((key, value))
+        return Status.OK
+    pairs[positions[0]] = (key, value)  # keep the first occurrence's place, drop the others
+    for i in reversed(positions[1:]):
+        del pairs[i]
+    return Status.OK
+
+
+@hostcall("iii")
+def proxy_remove_header_map_value(vm, map_type: int, key_ptr: int, key_size: int) -> int:
+    pairs = _map(vm, map_type)
+    if isinstance(pairs, int):
+        return pairs
+    key = vm.read_str(key_ptr, key_size).lower()
+    pairs[:] = [(k, v) for k, v in pairs if k != key]
+    return Status.OK

@@ -1,0 +1,98 @@
+"""Stream control: local responses, continue/close, proxy_done, effective context (+ the 0.1.0 names)."""
+
+from __future__ import annotations
+
+from ..codes import Status, StreamType
+from ..http import HttpResponse
+from ..maps import decode_map
+from ._registry import ImportGroup
+
+hostcall = ImportGroup()
+
+_NO_GRPC_STATUS = 0xFFFFFFFF
+
+
+@hostcall("iiiiiiii")
+def proxy_send_local_response(vm, status_code: int, details_ptr: int, details_size: int, body_ptr: int,
+                              body_size: int, headers_ptr: int, headers_size: int, grpc_status: int) -> int:
+    stream = vm.stream
+    details = vm.read_str(details_ptr, details_size)
+    body = vm.guest.read(body_ptr, body_size)
+    raw_headers = vm.guest.read(headers_ptr, headers_size)
+    if stream is None:
+        return Status.NOT_FOUND
+    if not 100 <= status_code <= 599:
+        return Status.BAD_ARGUMENT
+    try:
+        headers = [(k.lower(), v) for k, v in decode_map(raw_headers)] if raw_headers else []
+    except ValueError:
+        return Status.BAD_ARGUMENT
+    if grpc_status != _NO_GRPC_STATUS and grpc_status <= 16:
+        headers.append(("grpc-status", str(grpc_status)))
+    stream.local_response = HttpResponse(status=status_code, headers=headers, body=body,
+                                         local_reply_details=details)
+    return Status.OK
+
+
+def _check_stream_type(vm, stream_type: int) -> int:
+    if stream_type > max(StreamType):
+        return Status.BAD_ARGUMENT
+    if vm.stream is None:
+        return Status.NOT_FOUND
+    return Status.OK
+
+
+@hostcall("i")
+def proxy_continue_stream(vm, stream_type: int) -> int:
+    # Callbacks run synchronously, so there is never a suspended stream to resume yet.
+    return _check_stream_type(vm, stream_type)
+
+
+@hostcall("i")
+def proxy_close_stream(vm, stream_type: int) -> int:
+    status = _check_stream_type(vm, stream_type)
+    if status == Status.OK:
+        vm.stream.closed = True
+    return status
+
+
+@hostcall("")
+def proxy_done(vm) -> int:
+    stream = vm.stream
+    if stream is None or not stream.done_pending:
+        return Status.NOT_FOUND
+    stream.done_pending = False
+    return Status.OK
+
+
+@hostcall("i")
+def proxy_set_effective_context(vm, context_id: int) -> int:
+    from ..vm import ROOT_CONTEXT_ID
+
+    known = {ROOT_CONTEXT_ID} | ({vm.stream.context_id} if vm.stream is not None else set())
+    if context_id not in known:
+        return Status.BAD_ARGUMENT
+    vm.effective_context = context_id
+    return Status.OK
+
+
+# ABI 0.1.0 spellings, so modules built by older SDKs link.
+@hostcall("")
+def proxy_continue_request(vm) -> int:
+    return Status.OK if vm.stream is not None else Status.NOT_FOUND
+
+
+@hostcall("")
+def proxy_continue_response(vm) -> int:
+    return Status.OK if vm.stream is not None else Status.NOT_FOUND
+
+
+@hostcall("")
+def proxy_clear_route_cache(vm) -> int:
+    return Status.OK
+
+
+@hostcall("ii")
+def proxy_get_configuration(vm, ptr_ptr: int, size_ptr: int) -> int:
+    vm.return_bytes(vm.settings.plugin_config, ptr_ptr, size_ptr)
+    return Status.OK

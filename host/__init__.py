@@ -1,0 +1,1 @@
+"""The FaaS host service: config, engine cache, pools, router, listeners, components, CLI."""

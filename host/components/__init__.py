@@ -1,0 +1,1 @@
+"""Runtime components, chosen by configuration by name, behind one interface per capability."""

@@ -1,0 +1,133 @@
+"""The one typed configuration model, loaded from the native TOML file or a Layotto `config.json`.
+
+Validated once at start-up; a wrong field fails with a message that names it
+(`functions.id_1.instance_num: Input should be a valid integer`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.toml"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the file and the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+class ServerConfig(_Model):
+    listen: str = "127.0.0.1:2045"
+    admin: str = "127.0.0.1:34998"
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical"] = "info"
+    cache_dir: Optional[str] = None  # compiled-module cache; default: $XDG_CACHE_HOME/wasm-faas
+    invoke_timeout_ms: int = Field(3000, gt=0)  # proxy_invoke_service: wait for the target, run it
+    acquire_timeout_ms: int = Field(10000, gt=0)  # an HTTP request waiting for a free instance
+    max_invoke_depth: int = Field(8, ge=1)
+
+    _check_listen = field_validator("listen", "admin")(_address)
+
+
+class FunctionConfig(_Model):
+    name: Optional[str] = None  # defaults to the table key (or the file stem)
+    path: Optional[str] = None  # defaults to <functions_dir>/<key>.wasm when found there
+    instance_num: Optional[int] = None  # <= 0: one per CPU; None: [function_defaults]
+    md5: Optional[str] = None
+    engine: Literal["wasmtime", "wasmer"] = "wasmtime"  # both run on this host's engine
+    plugin_config: Union[str, dict[str, Any]] = ""
+    vm_config: Union[str, dict[str, Any]] = ""
+    root_id: str = ""
+    vm_id: str = ""
+    timeout_ms: Optional[int] = Field(None, gt=0)
+    memory_limit_mb: Optional[int] = Field(None, gt=0)
+
+    @field_validator("md5")
+    @classmethod
+    def _md5_hex(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (len(value) != 32 or any(c not in "0123456789abcdefABCDEF" for c in value)):
+            raise ValueError("expected 32 hex digits")
+        return value.lower() if value else value
+
+
+class FunctionDefaults(_Model):
+    instance_num: int = 0
+    timeout_ms: int = Field(30000, gt=0)
+    memory_limit_mb: Optional[int] = Field(None, gt=0)
+
+
+class MemoryStoreConfig(_Model):
+    type: Literal["memory", "in-memory"]
+    seed: dict[str, str] = {}
+
+
+class RedisStoreConfig(_Model):
+    type: Literal["redis"]
+    address: str = "127.0.0.1:6379"
+    password: str = ""
+    db: int = Field(0, ge=0)
+    timeout_ms: int = Field(1000, gt=0)
+    pool_size: int = Field(32, gt=0)
+
+    _check_address = field_validator("address")(_address)
+
+
+StateStoreConfig = Annotated[Union[MemoryStoreConfig, RedisStoreConfig], Field(discriminator="type")]
+
+
+class HostConfig(_Model):
+    server: ServerConfig = ServerConfig()
+    functions_dirs: list[str] = []
+    function_defaults: FunctionDefaults = FunctionDefaults()
+    functions: dict[str, FunctionConfig] = {}
+    state: dict[str, StateStoreConfig] = {}
+    base_dir: str = "."  # relative paths are resolved against the config file's folder
+
+    def resolve(self, path: str) -> Path:
+        return (Path(self.base_dir) / os.path.expanduser(path)).resolve()
+
+
+def load_config(path: Optional[Path] = None) -> HostConfig:
+    """Load a .toml (native) or .json (Layotto) file; no path means the embedded quickstart."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {error}") from None
+    if path.suffix == ".json":
+        from .layotto_config import convert_layotto_config
+
+        raw = convert_layotto_config(raw, path)
+    raw.setdefault("base_dir", str(path.resolve().parent))
+    return validate_config(raw, str(path))
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> HostConfig:
+    try:
+        return HostConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            location = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+            problems.append(f"{location}: {item['msg']}")
+        raise ConfigError(f"invalid config {source}:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,150 @@
+"""Turn a function's file into a running FunctionVersion: read, verify, compile (cached), check imports,
+start the pool. Everything that can be wrong with a module is reported as a DeployError with the reason."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import wasmtime
+
+from abi import HostServices, PluginSettings, ProxyWasmVM, StartupError
+from abi.engine import GuestTrap, HostLinker, WasmEngine
+
+from .config import FunctionConfig, HostConfig
+from .function import FunctionVersion
+from .module_cache import ModuleCache
+from .pool import InstancePool
+
+log = logging.getLogger(__name__)
+
+MODULE_SUFFIXES = (".wasm", ".wat")
+
+
+class DeployError(Exception):
+    """The module cannot be deployed; the message says why."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A function's resolved settings: everything needed to deploy it."""
+
+    name: str
+    path: Path
+    instance_num: int
+    timeout_s: float
+    md5: Optional[str] = None
+    plugin_config: bytes = b""
+    vm_config: bytes = b""
+    root_id: str = ""
+    vm_id: str = ""
+    memory_limit_bytes: Optional[int] = None
+
+
+def _config_bytes(value: Union[str, dict[str, Any]]) -> bytes:
+    return value.encode() if isinstance(value, str) else json.dumps(value, separators=(",", ":")).encode()
+
+
+def function_specs(config: HostConfig) -> list[FunctionSpec]:
+    """Explicit [functions.*] entries plus every module found in functions_dirs (explicit wins)."""
+    defaults = config.function_defaults
+    cpu_count = os.cpu_count() or 1
+    entries: dict[Path, tuple[str, FunctionConfig]] = {}
+    for directory in config.functions_dirs:
+        folder = config.resolve(directory)
+        if not folder.is_dir():
+            raise DeployError(f"functions folder {folder} does not exist")
+        for path in sorted(folder.iterdir()):
+            if path.suffix in MODULE_SUFFIXES and path.is_file():
+                entries[path.resolve()] = (path.stem, FunctionConfig())
+    for key, item in config.functions.items():
+        if item.path is None:
+            raise DeployError(f"functions.{key}: 'path' is required")
+        entries[config.resolve(item.path)] = (key, item)
+    specs = []
+    for path, (key, item) in entries.items():
+        instances = item.instance_num if item.instance_num is not None else defaults.instance_num
+        memory_mb = item.memory_limit_mb or defaults.memory_limit_mb
+        specs.append(FunctionSpec(
+            name=item.name or key, path=path, instance_num=instances if instances > 0 else cpu_count,
+            timeout_s=(item.timeout_ms or defaults.timeout_ms) / 1000, md5=item.md5,
+            plugin_config=_config_bytes(item.plugin_config), vm_config=_config_bytes(item.vm_config),
+            root_id=item.root_id, vm_id=item.vm_id,
+            memory_limit_bytes=memory_mb * 1024 * 1024 if memory_mb else None))
+    return specs
+
+
+class Deployer:
+    def __init__(self, engine: WasmEngine, linker: HostLinker, cache: ModuleCache, services: HostServices,
+                 executor: concurrent.futures.Executor):
+        self.engine = engine
+        self.linker = linker
+        self.cache = cache
+        self.services = services
+        self.executor = executor
+
+    def read_module(self, spec: FunctionSpec) -> bytes:
+        try:
+            raw = spec.path.read_bytes()
+        except OSError as error:
+            raise DeployError(f"cannot read {spec.path}: {error.strerror}") from None
+        if spec.md5 and hashlib.md5(raw).hexdigest() != spec.md5:
+            raise DeployError(f"{spec.path.name}: md5 {hashlib.md5(raw).hexdigest()} does not match the "
+                              f"configured {spec.md5}")
+        if spec.path.suffix == ".wat":
+            try:
+                return wasmtime.wat2wasm(raw.decode("utf-8", "replace"))
+            except wasmtime.WasmtimeError as error:
+                raise DeployError(f"{spec.path.name}: invalid WAT: {_first_line(error)}") from None
+        if raw[:4] != b"\0asm":
+            raise DeployError(f"{spec.path.name}: not a WebAssembly module (bad magic number)")
+        return raw
+
+    def compile(self, spec: FunctionSpec, wasm: bytes) -> wasmtime.Module:
+        try:
+            module = self.cache.load(wasm)
+        except wasmtime.WasmtimeError as error:
+            raise DeployError(f"{spec.path.name}: invalid module: {_first_line(error)}") from None
+        missing = self.linker.missing_imports(module)
+        if missing:
+            raise DeployError(f"{spec.path.name}: imports this host does not provide: " + "; ".join(missing))
+        return module
+
+    def deploy(self, spec: FunctionSpec) -> FunctionVersion:
+        """Blocking (run it in a worker thread): returns a version whose pool is full."""
+        wasm = self.read_module(spec)
+        module = self.compile(spec, wasm)
+        settings = PluginSettings(name=spec.name, plugin_config=spec.plugin_config, vm_config=spec.vm_config,
+                                  root_id=spec.root_id, vm_id=spec.vm_id,
+                                  memory_limit_bytes=spec.memory_limit_bytes)
+
+        def new_instance() -> ProxyWasmVM:
+            try:
+                vm = ProxyWasmVM(self.engine, self.linker, module, settings, self.services)
+            except (wasmtime.WasmtimeError, GuestTrap) as error:
+                raise DeployError(f"{spec.path.name}: instantiation failed: {_first_line(error)}") from None
+            try:
+                vm.start(spec.timeout_s)
+            except StartupError as error:
+                raise DeployError(f"{spec.path.name}: {error}") from None
+            return vm
+
+        first = new_instance()
+        pool = InstancePool(first.function_id, new_instance, spec.instance_num, self.executor)
+        pool.add(first)
+        pool.fill()
+        log.info("deployed %s as id %r from %s (%d instances)", spec.name, first.function_id, spec.path,
+                 spec.instance_num)
+        return FunctionVersion(name=spec.name, function_id=first.function_id, source=spec.path,
+                               sha256=hashlib.sha256(wasm).hexdigest(), pool=pool, timeout_s=spec.timeout_s)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

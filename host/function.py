@@ -1,0 +1,45 @@
+"""A deployed version of one function: its module, settings, instance pool and counters."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .pool import InstancePool
+
+
+@dataclass
+class FunctionStats:
+    requests: int = 0
+    errors: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, ok: bool) -> None:
+        with self._lock:
+            self.requests += 1
+            if not ok:
+                self.errors += 1
+
+
+@dataclass
+class FunctionVersion:
+    name: str  # configured name (plugin_name)
+    function_id: str  # the id requests route by
+    source: Path
+    sha256: str
+    pool: InstancePool
+    timeout_s: float
+    deployed_at: float = field(default_factory=time.time)
+    stats: FunctionStats = field(default_factory=FunctionStats)
+
+    def describe(self) -> dict:
+        pool = self.pool.stats()
+        return {
+            "id": self.function_id, "name": self.name, "source": str(self.source), "sha256": self.sha256,
+            "abi_version": "0.2.1", "instances": {"total": pool["instances"], "busy": pool["busy"],
+                                                  "configured": pool["size"]},
+            "requests": self.stats.requests, "errors": self.stats.errors, "replaced_instances": pool["replaced"],
+            "deployed_at": self.deployed_at,
+        }

@@ -1,0 +1,1 @@
+"""HTTP front ends: the function listener and the admin/actuator listener."""

@@ -1,0 +1,88 @@
+"""Compiled-module cache: content-hash keyed artifacts on disk, so a restart does not recompile."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from importlib.metadata import version
+from pathlib import Path
+from typing import Optional
+
+import wasmtime
+
+from abi.engine import WasmEngine
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "wasm-faas"
+
+
+class ModuleCache:
+    """Loads modules by content: memory first, then the disk artifact, else compiles and stores."""
+
+    def __init__(self, engine: WasmEngine, directory: Optional[Path] = None):
+        self.engine = engine
+        self.directory = Path(directory) if directory else default_cache_dir()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Artifacts are only valid for the same wasmtime build and engine settings.
+        self._fingerprint = f"wasmtime-{version('wasmtime')}/epoch/static-memory".encode()
+        self._loaded: dict[str, wasmtime.Module] = {}
+        self._lock = threading.Lock()
+        self.compiled = 0  # counters, read by tests and the admin API
+        self.disk_hits = 0
+        self.memory_hits = 0
+
+    def key(self, wasm: bytes) -> str:
+        return hashlib.sha256(self._fingerprint + b"\0" + wasm).hexdigest()
+
+    def load(self, wasm: bytes) -> wasmtime.Module:
+        """Raises wasmtime.WasmtimeError when the bytes are not a valid module."""
+        key = self.key(wasm)
+        with self._lock:
+            module = self._loaded.get(key)
+            if module is not None:
+                self.memory_hits += 1
+                return module
+        path = self.directory / f"{key}.cwasm"
+        module = self._from_disk(path)
+        if module is None:
+            module = self.engine.compile(wasm)
+            self._store(path, module)
+            with self._lock:
+                self.compiled += 1
+        else:
+            with self._lock:
+                self.disk_hits += 1
+        with self._lock:
+            self._loaded[key] = module
+        return module
+
+    def _from_disk(self, path: Path) -> Optional[wasmtime.Module]:
+        if not path.exists():
+            return None
+        try:
+            return self.engine.deserialize_file(str(path))
+        except wasmtime.WasmtimeError as error:  # stale or damaged artifact: recompile
+            log.warning("ignoring unusable cache artifact %s: %s", path.name, error)
+            return None
+
+    def _store(self, path: Path, module: wasmtime.Module) -> None:
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.directory, delete=False, suffix=".tmp") as tmp:
+                tmp.write(module.serialize())
+            os.replace(tmp.name, path)  # atomic: a concurrent reader never sees half a file
+        except OSError as error:
+            log.warning("cannot write compiled-module cache %s: %s", path, error)
+
+    def forget(self, wasm: bytes) -> None:
+        with self._lock:
+            self._loaded.pop(self.key(wasm), None)
+
+    def stats(self) -> dict[str, int]:
+        return {"compiled": self.compiled, "disk_hits": self.disk_hits, "memory_hits": self.memory_hits}

@@ -1,0 +1,100 @@
+"""Shared fixtures: guest modules built from this repository's sources, and a real server on ephemeral ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from multidict import CIMultiDict
+
+from host.config import HostConfig, validate_config
+from host.server import RunningServer, start_server
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "functions"
+WAT_DIR = Path(__file__).resolve().parent / "guests" / "wat"
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="session")
+def c_guests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/guests/c/*.c compiled with zig (the same build script CI uses)."""
+    out = tmp_path_factory.mktemp("c-guests")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "build_guests.py"), "--tests", str(out),
+                    "--zig-cache", str(REPO / ".cache" / "zig")],
+                   check=True, cwd=REPO, capture_output=True)
+    return out
+
+
+def functions_dir(tmp_path: Path, *modules: Path) -> Path:
+    """A fresh functions folder holding copies of `modules`."""
+    folder = tmp_path / "functions"
+    folder.mkdir(exist_ok=True)
+    for module in modules:
+        shutil.copy(module, folder / module.name)
+    return folder
+
+
+def make_config(tmp_path: Path, folder: Optional[Path] = None, **sections: Any) -> HostConfig:
+    raw: dict[str, Any] = {
+        "server": {"listen": "127.0.0.1:0", "admin": "127.0.0.1:0", "cache_dir": str(tmp_path / "cache")},
+        "functions_dirs": [str(folder)] if folder else [],
+        "function_defaults": {"instance_num": 2},
+        "state": {"state_demo": {"type": "memory", "seed": {"book1": "100"}}},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return validate_config(raw, "test")
+
+
+class Client:
+    """Real HTTP against a running server."""
+
+    def __init__(self, server: RunningServer, session: aiohttp.ClientSession):
+        self.server = server
+        self.session = session
+        self.base = f"http://127.0.0.1:{server.listen_port}"
+        self.admin = f"http://127.0.0.1:{server.admin_port}"
+
+    async def call(self, function_id: Optional[str], path: str = "/", *, method: str = "GET",
+                   headers: Optional[dict[str, str]] = None, data: Optional[bytes] = None
+                   ) -> tuple[int, CIMultiDict, bytes]:
+        all_headers = dict(headers or {})
+        if function_id is not None:
+            all_headers["id"] = function_id
+        async with self.session.request(method, self.base + path, headers=all_headers, data=data) as response:
+            return response.status, CIMultiDict(response.headers), await response.read()
+
+    async def admin_get(self, path: str) -> tuple[int, Any]:
+        async with self.session.get(self.admin + path) as response:
+            return response.status, await response.json()
+
+
+ServerFactory = Callable[..., Awaitable[Client]]
+
+
+@pytest_asyncio.fixture
+async def serve() -> AsyncIterator[ServerFactory]:
+    """`client = await serve(config)` starts a real server; everything is stopped after the test."""
+    started: list[tuple[RunningServer, aiohttp.ClientSession]] = []
+
+    async def start(config: HostConfig, **kwargs: Any) -> Client:
+        server = await start_server(config, **kwargs)
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        started.append((server, session))
+        return Client(server, session)
+
+    yield start
+    for server, session in started:
+        await session.close()
+        await server.stop()
