@@ -3,7 +3,6 @@ start the pool. Everything that can be wrong with a module is reported as a Depl
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import logging
@@ -20,7 +19,8 @@ from abi.engine import GuestTrap, HostLinker, WasmEngine
 from .config import FunctionConfig, HostConfig
 from .function import FunctionVersion
 from .module_cache import ModuleCache
-from .pool import InstancePool
+from .execution import ExecutionPolicy, inline_eligible
+from .pool import BackgroundRunner, InstancePool
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,12 @@ def function_specs(config: HostConfig) -> list[FunctionSpec]:
 
 class Deployer:
     def __init__(self, engine: WasmEngine, linker: HostLinker, cache: ModuleCache, services: HostServices,
-                 executor: concurrent.futures.Executor):
+                 background: BackgroundRunner):
         self.engine = engine
         self.linker = linker
         self.cache = cache
         self.services = services
-        self.executor = executor
+        self.background = background
 
     def read_module(self, spec: FunctionSpec) -> bytes:
         try:
@@ -136,13 +136,14 @@ class Deployer:
             return vm
 
         first = new_instance()
-        pool = InstancePool(first.function_id, new_instance, spec.instance_num, self.executor)
+        pool = InstancePool(first.function_id, new_instance, spec.instance_num, self.background)
         pool.add(first)
         pool.fill()
         log.info("deployed %s as id %r from %s (%d instances)", spec.name, first.function_id, spec.path,
                  spec.instance_num)
         return FunctionVersion(name=spec.name, function_id=first.function_id, source=spec.path,
-                               sha256=hashlib.sha256(wasm).hexdigest(), pool=pool, timeout_s=spec.timeout_s)
+                               sha256=hashlib.sha256(wasm).hexdigest(), pool=pool, timeout_s=spec.timeout_s,
+                               policy=ExecutionPolicy(inline_eligible(f"{i.module}.{i.name}" for i in module.imports)))
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,4 +1,13 @@
-"""Running one request on one instance, in a guest thread: shared by the listener and the invoker.
+"""Running one request on one instance: where (event loop or guest thread) and how.
+
+Guest code runs in guest threads, so a slow function never stalls the listener. Handing a request
+to a thread costs tens of microseconds on a small VM, more than a simple function takes, so a
+function whose module only imports pure, non-blocking host calls, and which has proven fast
+(`PROMOTE_AFTER` consecutive requests under `FAST_REQUEST_NS`), is run inline on the event loop
+with a short epoch deadline. If an inline run overruns it, it is interrupted, the function goes
+back to guest threads (with exponential back-off before it may be inlined again), and the request
+is replayed in a thread on a fresh instance — safe because such a module can have no effect
+outside its own (discarded) instance.
 
 A thread-local call chain records the instances this thread holds, so a nested
 `proxy_invoke_service` can tell a call cycle (which would wait forever) from a busy pool.
@@ -8,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import Iterable
 
 from abi import GuestTrap, HttpRequest, HttpResponse
 from abi.vm import ProxyWasmVM
@@ -15,6 +26,75 @@ from abi.vm import ProxyWasmVM
 from .function import FunctionVersion
 
 log = logging.getLogger(__name__)
+
+INLINE_DEADLINE_S = 0.01  # epoch ticks of 10 ms: an inline overrun stalls the loop for 10-20 ms, once
+FAST_REQUEST_NS = 200_000  # guest-thread CPU time (not wall time: waiting for the GIL does not count)
+SLOW_INLINE_NS = 1_000_000  # inline requests this costly, several in a row, go back to guest threads
+SLOW_INLINE_LIMIT = 3  # (one slow run may be a GC pause; a runaway one is cut by the deadline anyway)
+PROMOTE_AFTER = 64
+MAX_PROMOTE_AFTER = 1 << 20
+
+# Host imports that neither block nor have effects outside the instance. (proxy_get_state may
+# block on Redis; proxy_invoke_service runs another function; future http/grpc/shared-data/queue
+# calls have effects: modules importing any of those always run in guest threads.)
+INLINE_SAFE_IMPORTS = frozenset({
+    "env.proxy_log", "env.proxy_get_log_level", "env.proxy_get_current_time_nanoseconds",
+    "env.proxy_get_buffer_bytes", "env.proxy_set_buffer_bytes", "env.proxy_get_buffer_status",
+    "env.proxy_get_header_map_pairs", "env.proxy_set_header_map_pairs", "env.proxy_get_header_map_value",
+    "env.proxy_add_header_map_value", "env.proxy_replace_header_map_value",
+    "env.proxy_remove_header_map_value", "env.proxy_get_header_map_size", "env.proxy_get_property",
+    "env.proxy_set_property", "env.proxy_send_local_response", "env.proxy_continue_stream",
+    "env.proxy_close_stream", "env.proxy_done", "env.proxy_set_effective_context",
+    "env.proxy_continue_request", "env.proxy_continue_response", "env.proxy_clear_route_cache",
+    "env.proxy_get_configuration",
+    *(f"{wasi}.{name}" for wasi in ("wasi_snapshot_preview1", "wasi_unstable") for name in (
+        "fd_write", "fd_read", "fd_close", "fd_seek", "fd_fdstat_get", "fd_prestat_get", "fd_prestat_dir_name",
+        "args_get", "args_sizes_get", "environ_get", "environ_sizes_get", "clock_res_get", "clock_time_get",
+        "random_get", "proc_exit", "sched_yield")),
+})
+
+
+def inline_eligible(imports: Iterable[str]) -> bool:
+    return all(name in INLINE_SAFE_IMPORTS for name in imports)
+
+
+class ExecutionPolicy:
+    """Per function version: run inline or in a guest thread, learned from observed guest times."""
+
+    def __init__(self, eligible: bool):
+        self.eligible = eligible
+        self.inline = False
+        self._streak = 0
+        self._slow_inline = 0
+        self._needed = PROMOTE_AFTER
+        self._slow_inline = 0
+        self.demotions = 0
+
+    def observe(self, cpu_ns: int) -> None:
+        if not self.eligible:
+            return
+        if self.inline:
+            self._slow_inline = self._slow_inline + 1 if cpu_ns > SLOW_INLINE_NS else 0
+            if self._slow_inline >= SLOW_INLINE_LIMIT:
+                self.demote()
+            return
+        if cpu_ns > FAST_REQUEST_NS:
+            self._streak = 0
+            return
+        self._streak += 1
+        if not self.inline and self._streak >= self._needed:
+            self.inline = True
+
+    def demote(self) -> None:
+        self.inline = False
+        self._streak = 0
+        self._slow_inline = 0
+        self._needed = min(self._needed * 4, MAX_PROMOTE_AFTER)
+        self.demotions += 1
+
+
+class InlineOverrun(Exception):
+    """An inline run hit its short deadline; the request must be replayed in a guest thread."""
 
 
 class _CallChain(threading.local):
@@ -25,17 +105,26 @@ class _CallChain(threading.local):
 CHAIN = _CallChain()
 
 
-def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest) -> HttpResponse:
+def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest,
+                inline: bool = False) -> HttpResponse:
     """Run `request` on `vm` (already acquired); always gives the instance back to its pool.
 
-    Raises GuestTrap when the guest trapped or ran past its deadline; the instance is then
-    discarded and replaced by the pool.
+    Raises GuestTrap when the guest trapped or ran past its deadline (the instance is then
+    discarded and replaced by the pool), InlineOverrun when an inline run must be replayed.
     """
     held = CHAIN.held
     held.append(id(vm))
+    # Inline runs hold the loop: wall time is their cost. In a thread, CPU time excludes GIL waits.
+    clock = time.perf_counter_ns if inline else time.thread_time_ns
+    started = clock()
     try:
-        response = vm.handle(request, version.timeout_s)
+        response = vm.handle(request, INLINE_DEADLINE_S if inline else version.timeout_s)
     except GuestTrap as trap:
+        if inline and trap.interrupted:
+            version.policy.demote()
+            log.info("function %s overran the inline budget; moved to guest threads, replaying the request",
+                     version.function_id)
+            raise InlineOverrun() from None
         version.stats.record(False)
         kind = "exceeded its deadline" if trap.interrupted else "trapped"
         log.warning("function %s %s: %s", version.function_id, kind, trap)
@@ -47,5 +136,6 @@ def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest)
     finally:
         held.pop()
         version.pool.release(vm)
+    version.policy.observe(clock() - started)
     version.stats.record(response.status < 500)
     return response

@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from .pool import InstancePool
+
+if TYPE_CHECKING:
+    from .execution import ExecutionPolicy
 
 
 @dataclass
@@ -31,6 +35,7 @@ class FunctionVersion:
     sha256: str
     pool: InstancePool
     timeout_s: float
+    policy: "ExecutionPolicy"
     deployed_at: float = field(default_factory=time.time)
     stats: FunctionStats = field(default_factory=FunctionStats)
 
@@ -42,4 +47,6 @@ class FunctionVersion:
                                                   "configured": pool["size"]},
             "requests": self.stats.requests, "errors": self.stats.errors, "replaced_instances": pool["replaced"],
             "deployed_at": self.deployed_at,
+            "execution": {"inline_eligible": self.policy.eligible, "inline": self.policy.inline,
+                          "demotions": self.policy.demotions},
         }

@@ -1,7 +1,8 @@
 """A pool of started instances of one function: one request per instance at a time.
 
-Acquired from the event loop (`acquire`) for HTTP requests and from guest threads
-(`acquire_blocking`) for nested `proxy_invoke_service` calls; both wait on the same FIFO.
+HTTP requests acquire on the event loop (`acquire`, waiting on a loop future); nested
+`proxy_invoke_service` calls acquire from guest threads (`acquire_blocking`). Both wait in one
+FIFO. An instance released on the loop thread goes straight to the next loop waiter.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import collections
 import concurrent.futures
 import logging
 import threading
-from typing import Callable, Collection, Optional
+from typing import Callable, Collection, Optional, Protocol, Union
 
 from abi.vm import ProxyWasmVM
 
@@ -30,19 +31,26 @@ class PoolClosed(Exception):
     """The pool was retired while waiting."""
 
 
+class BackgroundRunner(Protocol):
+    def submit(self, fn: Callable[..., object], *args: object) -> None: ...
+
+
+_LoopWaiter = tuple[asyncio.AbstractEventLoop, asyncio.Future]
+_Waiter = Union[_LoopWaiter, concurrent.futures.Future]
+
+
 class InstancePool:
-    def __init__(self, name: str, factory: Callable[[], ProxyWasmVM], size: int,
-                 executor: concurrent.futures.Executor):
+    def __init__(self, name: str, factory: Callable[[], ProxyWasmVM], size: int, background: BackgroundRunner):
         self.name = name
         self.size = size
         self._factory = factory
-        self._executor = executor
+        self._background = background
         self._lock = threading.Lock()
         self._idle: collections.deque[ProxyWasmVM] = collections.deque()
         self._busy: set[int] = set()
-        self._waiters: collections.deque[concurrent.futures.Future] = collections.deque()
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self._instances = 0
-        self._replacing = 0
+        self._starting = 0
         self.closed = False
         self.replaced = 0
 
@@ -50,20 +58,21 @@ class InstancePool:
     def add(self, vm: ProxyWasmVM) -> None:
         with self._lock:
             self._instances += 1
-        self.release(vm, counted=False)
+            self._busy.add(id(vm))
+        self.release(vm)
 
     def fill(self) -> None:
         """Create instances (in this thread) until the pool has `size` of them."""
         while True:
             with self._lock:
-                if self.closed or self._instances + self._replacing >= self.size:
+                if self.closed or self._instances + self._starting >= self.size:
                     return
-                self._replacing += 1
+                self._starting += 1
             try:
                 vm = self._factory()
             finally:
                 with self._lock:
-                    self._replacing -= 1
+                    self._starting -= 1
             self.add(vm)
 
     # -- acquiring ----------------------------------------------------------------------------
@@ -75,81 +84,101 @@ class InstancePool:
                 return vm
         return None
 
-    def _enqueue_waiter(self) -> tuple[Optional[ProxyWasmVM], Optional[concurrent.futures.Future]]:
+    async def acquire(self, timeout: float) -> ProxyWasmVM:
+        loop = asyncio.get_running_loop()
         with self._lock:
             if self.closed:
                 raise PoolClosed(self.name)
             if self._idle:
                 vm = self._idle.popleft()
                 self._busy.add(id(vm))
-                return vm, None
-            waiter: concurrent.futures.Future = concurrent.futures.Future()
+                return vm
+            waiter: _LoopWaiter = (loop, loop.create_future())
             self._waiters.append(waiter)
-            return None, waiter
-
-    async def acquire(self, timeout: float) -> ProxyWasmVM:
-        vm, waiter = self._enqueue_waiter()
-        if vm is not None:
-            return vm
-        assert waiter is not None
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(waiter), timeout)
+            return await asyncio.wait_for(waiter[1], timeout)
         except asyncio.TimeoutError:
-            self._give_up(waiter)
+            self._forget(waiter)
             raise PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s") from None
-        except BaseException:  # the client went away, or the pool closed
-            self._give_up(waiter)
+        except BaseException:  # the client went away
+            self._forget(waiter)
             raise
 
     def acquire_blocking(self, timeout: float, held: Collection[int] = ()) -> ProxyWasmVM:
         """Wait in a guest thread; fail at once when only our own call chain holds the instances."""
         with self._lock:
-            if self._instances and not self._idle and not self._replacing and self._busy <= set(held):
-                raise PoolWouldDeadlock(
-                    f"every instance of {self.name} is held by the calling chain (a call cycle)")
-        vm, waiter = self._enqueue_waiter()
-        if vm is not None:
-            return vm
-        assert waiter is not None
+            if self.closed:
+                raise PoolClosed(self.name)
+            if self._idle:
+                vm = self._idle.popleft()
+                self._busy.add(id(vm))
+                return vm
+            if self._instances and not self._starting and self._busy <= set(held):
+                raise PoolWouldDeadlock(f"every instance of {self.name} is held by the calling chain (a call cycle)")
+            waiter: concurrent.futures.Future = concurrent.futures.Future()
+            self._waiters.append(waiter)
         try:
             return waiter.result(timeout)
         except concurrent.futures.TimeoutError:
-            self._give_up(waiter)
-            raise PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s") from None
+            with self._lock:
+                if waiter.cancel():
+                    self._discard_waiter(waiter)
+                    raise PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s") from None
+            return waiter.result()  # handed over just as we gave up: use it
 
-    def _give_up(self, waiter: concurrent.futures.Future) -> None:
-        """A waiter that stopped waiting: if an instance was handed to it meanwhile, put it back."""
+    def _forget(self, waiter: _LoopWaiter) -> None:
         with self._lock:
-            if waiter.cancel():
-                try:
-                    self._waiters.remove(waiter)
-                except ValueError:
-                    pass
-                return
-        if not waiter.cancelled() and waiter.exception() is None:
-            self.release(waiter.result())
+            self._discard_waiter(waiter)
+
+    def _discard_waiter(self, waiter: _Waiter) -> None:
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
 
     # -- returning ----------------------------------------------------------------------------
-    def release(self, vm: ProxyWasmVM, counted: bool = True) -> None:
+    def release(self, vm: ProxyWasmVM) -> None:
         if vm.broken:
             self.discard(vm)
             return
         with self._lock:
-            self._busy.discard(id(vm))
             if self.closed or self._instances > self.size:
+                self._busy.discard(id(vm))
                 self._instances -= 1
                 retire = True
             else:
                 retire = False
-                while self._waiters:
-                    waiter = self._waiters.popleft()
-                    if waiter.set_running_or_notify_cancel():
-                        self._busy.add(id(vm))
-                        waiter.set_result(vm)
-                        return
+                if self._hand_over(vm):
+                    return
+                self._busy.discard(id(vm))
                 self._idle.append(vm)
         if retire:
-            self._executor.submit(vm.close)
+            self._background.submit(vm.close)
+
+    def _hand_over(self, vm: ProxyWasmVM) -> bool:
+        """Give `vm` to the first live waiter (lock held); it stays counted as busy."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if isinstance(waiter, concurrent.futures.Future):
+                if waiter.set_running_or_notify_cancel():
+                    waiter.set_result(vm)
+                    return True
+                continue
+            loop, future = waiter
+            if future.done():
+                continue  # timed out or cancelled
+            if asyncio._get_running_loop() is loop:
+                future.set_result(vm)
+            else:
+                loop.call_soon_threadsafe(self._deliver, future, vm)
+            return True
+        return False
+
+    def _deliver(self, future: asyncio.Future, vm: ProxyWasmVM) -> None:
+        if future.done():  # gave up in the meantime: pass the instance on
+            self.release(vm)
+        else:
+            future.set_result(vm)
 
     def discard(self, vm: ProxyWasmVM) -> None:
         """Drop a broken instance and start a replacement in the background."""
@@ -160,7 +189,7 @@ class InstancePool:
             if not closed:
                 self.replaced += 1
         if not closed:
-            self._executor.submit(self._replace)
+            self._background.submit(self._replace)
 
     def _replace(self) -> None:
         try:
@@ -177,8 +206,8 @@ class InstancePool:
                 surplus.append(self._idle.pop())
                 self._instances -= 1
         for vm in surplus:
-            self._executor.submit(vm.close)
-        self._executor.submit(self._replace)
+            self._background.submit(vm.close)
+        self._background.submit(self._replace)
 
     def close(self) -> None:
         """Retire idle instances now and busy ones when they are released; fail waiters."""
@@ -188,8 +217,12 @@ class InstancePool:
             self._instances -= len(idle)
             waiters, self._waiters = list(self._waiters), collections.deque()
         for waiter in waiters:
-            if waiter.set_running_or_notify_cancel():
-                waiter.set_exception(PoolClosed(self.name))
+            if isinstance(waiter, concurrent.futures.Future):
+                if waiter.set_running_or_notify_cancel():
+                    waiter.set_exception(PoolClosed(self.name))
+            else:
+                loop, future = waiter
+                loop.call_soon_threadsafe(_fail_closed, future, self.name)
         for vm in idle:
             vm.close()
 
@@ -197,3 +230,8 @@ class InstancePool:
         with self._lock:
             return {"size": self.size, "instances": self._instances, "busy": len(self._busy),
                     "idle": len(self._idle), "waiting": len(self._waiters), "replaced": self.replaced}
+
+
+def _fail_closed(future: asyncio.Future, name: str) -> None:
+    if not future.done():
+        future.set_exception(PoolClosed(name))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 from pathlib import Path
 from typing import Optional
@@ -17,6 +16,7 @@ from .function import FunctionVersion
 from .invoker import InProcessInvoker
 from .module_cache import ModuleCache
 from .router import Router
+from .workers import GuestThreads
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,14 @@ class Host:
         self.invoker = InProcessInvoker(self.router, server.invoke_timeout_ms / 1000, server.max_invoke_depth)
         self.services = HostServices(state=self.state, invoker=self.invoker,
                                      logger=logging.getLogger("wasm.guest"))
-        # Guest code runs here, off the event loop. Each running request holds one instance, and
-        # nested invokes run in their caller's thread, so threads needed <= instances in all pools.
-        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=256, thread_name_prefix="guest")
-        self.deployer = Deployer(self.engine, self.linker, self.cache, self.services, self.executor)
+        self.threads = GuestThreads()
+        self.deployer = Deployer(self.engine, self.linker, self.cache, self.services, self.threads)
         self.status = INIT
         self.failures: dict[str, str] = {}  # function name -> why it is not serving
 
     async def start(self) -> None:
         """Deploy every configured function (concurrently); readiness is UP only if all succeeded."""
         self.engine.start_ticker()
-        loop = asyncio.get_running_loop()
         try:
             specs = function_specs(self.config)
         except DeployError as error:
@@ -55,7 +52,7 @@ class Host:
             log.error("%s", error)
             specs = []
         results = await asyncio.gather(
-            *(loop.run_in_executor(self.executor, self.deployer.deploy, spec) for spec in specs),
+            *(self.threads.run(self.deployer.deploy, spec) for spec in specs),
             return_exceptions=True)
         for spec, result in zip(specs, results):
             self._record_deploy(spec, result)
@@ -88,7 +85,7 @@ class Host:
         for version in self.router.versions():
             self.router.remove(version)
             version.pool.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown()
         self.state.close()
 
     def functions_root(self) -> list[Path]:

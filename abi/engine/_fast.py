@@ -128,20 +128,48 @@ class FastGuest(GuestBase):
         context = self._context
         guest = self
         active = ACTIVE
-        nparams = len(params)
+        fail = self._fail
+        read_result = result_slot if results else None
 
-        def call(*args: int) -> Optional[int]:
-            for slot, value in zip(slots, args[:nparams]):
-                slot.value = value
+        def invoke() -> Optional[int]:
             previous = active.guest
             active.guest = guest
-            try:
-                error = _call_unchecked(context, func_addr, base, slots_needed, trap_addr)
-            finally:
-                active.guest = previous
+            error = _call_unchecked(context, func_addr, base, slots_needed, trap_addr)
+            active.guest = previous
             if error or trap_slot.value:
-                guest._fail(error, trap_slot)
-            return result_slot.value if has_result else None
+                fail(error, trap_slot)
+            return read_result.value if read_result is not None else None
+
+        # Arity-specific entry points: the common callbacks take 0-3 arguments, and a generic
+        # *args loop costs as much as the call itself.
+        if not slots:
+            call = invoke
+        elif len(slots) == 1:
+            (s0,) = slots
+
+            def call(a: int, *_: int) -> Optional[int]:
+                s0.value = a
+                return invoke()
+        elif len(slots) == 2:
+            s0, s1 = slots
+
+            def call(a: int, b: int, *_: int) -> Optional[int]:  # type: ignore[misc]
+                s0.value = a
+                s1.value = b
+                return invoke()
+        elif len(slots) == 3:
+            s0, s1, s2 = slots
+
+            def call(a: int, b: int, c: int, *_: int) -> Optional[int]:  # type: ignore[misc]
+                s0.value = a
+                s1.value = b
+                s2.value = c
+                return invoke()
+        else:
+            def call(*args: int) -> Optional[int]:  # type: ignore[misc]
+                for slot, value in zip(slots, args):
+                    slot.value = value
+                return invoke()
 
         call._keep = (buffer, func_struct, trap_slot, slots)  # type: ignore[attr-defined]
         return call

@@ -6,16 +6,19 @@ from typing import Any, Callable, Optional
 
 import wasmtime
 
-from ._common import ACTIVE, GuestBase, GuestMemoryError, HostFunction, trap_from_wasmtime
+from ._common import ACTIVE, I32, GuestBase, GuestMemoryError, HostFunction, trap_from_wasmtime
 
 
 def define(linker: wasmtime.Linker, host: HostFunction) -> None:
     impl = host.impl
     on_memory_error = host.on_memory_error
     has_result = bool(host.results)
+    # wasmtime-py hands i32 values over signed; the ABI's pointers and sizes are unsigned.
+    unsigned = tuple(0xFFFFFFFF if kind == I32 else None for kind in host.params)
 
     def call_host(*args: int) -> Optional[int]:
         guest = ACTIVE.guest
+        args = tuple(a & mask if mask is not None and a < 0 else a for a, mask in zip(args, unsigned))
         try:
             result = impl(guest.owner, *args)  # type: ignore[union-attr]
         except GuestMemoryError:

@@ -118,7 +118,7 @@ def clock_time_get(vm, clock_id: int, precision: int, ptr: int) -> int:
 
 @hostcall("ii")
 def random_get(vm, ptr: int, size: int) -> int:
-    if size > _MAX_RANDOM:
+    if not 0 <= size <= _MAX_RANDOM:  # negative: a u32 above 2**31 seen as a signed i32
         return WasiErrno.INVAL
     vm.guest.write(ptr, os.urandom(size))
     return WasiErrno.SUCCESS

@@ -2,23 +2,49 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from multidict import CIMultiDict
 
-from abi import GuestTrap, HttpRequest
+from abi import GuestTrap, HttpRequest, HttpResponse
 
-from ..execution import run_request
+from ..execution import InlineOverrun, run_request
+from ..function import FunctionVersion
 from ..pool import PoolClosed, PoolTimeout
 from ..runtime import Host
 from .errors import json_error
 
 
+class _Unavailable(Exception):
+    def __init__(self, response: web.Response):
+        self.response = response
+
+
 def create_function_app(host: Host) -> web.Application:
     router = host.router
-    executor = host.executor
+    threads = host.threads
     acquire_timeout = host.config.server.acquire_timeout_ms / 1000
+
+    async def acquire(version: FunctionVersion):
+        vm = version.pool.try_acquire()
+        if vm is not None:
+            return vm
+        try:
+            return await version.pool.acquire(acquire_timeout)
+        except PoolTimeout as error:
+            raise _Unavailable(json_error(503, str(error), function=version.function_id,
+                                          headers={"Retry-After": "1"})) from None
+        except PoolClosed:
+            raise _Unavailable(json_error(503, "function is being replaced, retry", function=version.function_id,
+                                          headers={"Retry-After": "1"})) from None
+
+    async def execute(version: FunctionVersion, guest_request: HttpRequest) -> HttpResponse:
+        vm = await acquire(version)
+        if version.policy.inline:
+            try:
+                return run_request(version, vm, guest_request, True)
+            except InlineOverrun:
+                vm = await acquire(version)
+        return await threads.run(run_request, version, vm, guest_request)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         function_id = request.headers.get("id")
@@ -28,24 +54,19 @@ def create_function_app(host: Host) -> web.Application:
         if version is None:
             return json_error(404, f"unknown function id {function_id!r}", function=function_id)
         body = await request.read() if request.body_exists else b""
-        peer = request.transport.get_extra_info("peername") if request.transport else None
+        headers = request.headers
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        # raw_path and the Host header: aiohttp's path_qs/host build URL objects, a cost per request.
         guest_request = HttpRequest.build(
-            request.method, request.path_qs, list(request.headers.items()), body,
-            authority=request.host, scheme=request.scheme,
+            request.method, request.raw_path, list(headers.items()), body,
+            authority=headers.get("Host", ""), scheme="https" if transport and transport.get_extra_info(
+                "sslcontext") else "http",
             source_address=peer[0] if peer else "", source_port=peer[1] if peer else 0)
-        pool = version.pool
-        vm = pool.try_acquire()
-        if vm is None:
-            try:
-                vm = await pool.acquire(acquire_timeout)
-            except PoolTimeout as error:
-                return json_error(503, str(error), function=function_id, headers={"Retry-After": "1"})
-            except PoolClosed:
-                return json_error(503, "function is being replaced, retry", function=function_id,
-                                  headers={"Retry-After": "1"})
-        loop = asyncio.get_running_loop()
         try:
-            response = await loop.run_in_executor(executor, run_request, version, vm, guest_request)
+            response = await execute(version, guest_request)
+        except _Unavailable as unavailable:
+            return unavailable.response
         except GuestTrap as trap:
             if trap.interrupted:
                 return json_error(504, f"function {function_id!r} exceeded its {version.timeout_s:g}s deadline",
@@ -53,7 +74,8 @@ def create_function_app(host: Host) -> web.Application:
             return json_error(500, f"function {function_id!r} trapped: {trap}", function=function_id)
         except Exception as error:  # noqa: BLE001 - a host bug must not take the listener down
             return json_error(500, f"function {function_id!r} failed in the host: {error}", function=function_id)
-        return web.Response(status=response.status, body=response.body, headers=CIMultiDict(response.headers))
+        return web.Response(status=response.status, body=response.body,
+                            headers=CIMultiDict(response.headers) if response.headers else None)
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handle)
