@@ -41,6 +41,10 @@ class ServerConfig(_Model):
     invoke_timeout_ms: int = Field(3000, gt=0)  # proxy_invoke_service: wait for the target, run it
     acquire_timeout_ms: int = Field(10000, gt=0)  # an HTTP request waiting for a free instance
     max_invoke_depth: int = Field(8, ge=1)
+    admin_token: Optional[str] = None  # when set, the admin API (not the health probes) needs this bearer token
+    admin_allow_any_path: bool = False  # /wasm/install may only load modules inside functions_dirs
+    watch: bool = True  # deploy, update and remove functions when files in functions_dirs change
+    watch_debounce_ms: int = Field(300, ge=0)  # quiet time after the last write before a reload
 
     _check_listen = field_validator("listen", "admin")(_address)
 

@@ -4,81 +4,20 @@ start the pool. Everything that can be wrong with a module is reported as a Depl
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional, Union
 
 import wasmtime
 
 from abi import HostServices, PluginSettings, ProxyWasmVM, StartupError
 from abi.engine import GuestTrap, HostLinker, WasmEngine
 
-from .config import FunctionConfig, HostConfig
 from .function import FunctionVersion
 from .module_cache import ModuleCache
 from .execution import ExecutionPolicy, inline_eligible
 from .pool import BackgroundRunner, InstancePool
+from .specs import DeployError, FunctionSpec
 
 log = logging.getLogger(__name__)
-
-MODULE_SUFFIXES = (".wasm", ".wat")
-
-
-class DeployError(Exception):
-    """The module cannot be deployed; the message says why."""
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """A function's resolved settings: everything needed to deploy it."""
-
-    name: str
-    path: Path
-    instance_num: int
-    timeout_s: float
-    md5: Optional[str] = None
-    plugin_config: bytes = b""
-    vm_config: bytes = b""
-    root_id: str = ""
-    vm_id: str = ""
-    memory_limit_bytes: Optional[int] = None
-
-
-def _config_bytes(value: Union[str, dict[str, Any]]) -> bytes:
-    return value.encode() if isinstance(value, str) else json.dumps(value, separators=(",", ":")).encode()
-
-
-def function_specs(config: HostConfig) -> list[FunctionSpec]:
-    """Explicit [functions.*] entries plus every module found in functions_dirs (explicit wins)."""
-    defaults = config.function_defaults
-    cpu_count = os.cpu_count() or 1
-    entries: dict[Path, tuple[str, FunctionConfig]] = {}
-    for directory in config.functions_dirs:
-        folder = config.resolve(directory)
-        if not folder.is_dir():
-            raise DeployError(f"functions folder {folder} does not exist")
-        for path in sorted(folder.iterdir()):
-            if path.suffix in MODULE_SUFFIXES and path.is_file():
-                entries[path.resolve()] = (path.stem, FunctionConfig())
-    for key, item in config.functions.items():
-        if item.path is None:
-            raise DeployError(f"functions.{key}: 'path' is required")
-        entries[config.resolve(item.path)] = (key, item)
-    specs = []
-    for path, (key, item) in entries.items():
-        instances = item.instance_num if item.instance_num is not None else defaults.instance_num
-        memory_mb = item.memory_limit_mb or defaults.memory_limit_mb
-        specs.append(FunctionSpec(
-            name=item.name or key, path=path, instance_num=instances if instances > 0 else cpu_count,
-            timeout_s=(item.timeout_ms or defaults.timeout_ms) / 1000, md5=item.md5,
-            plugin_config=_config_bytes(item.plugin_config), vm_config=_config_bytes(item.vm_config),
-            root_id=item.root_id, vm_id=item.vm_id,
-            memory_limit_bytes=memory_mb * 1024 * 1024 if memory_mb else None))
-    return specs
-
 
 class Deployer:
     def __init__(self, engine: WasmEngine, linker: HostLinker, cache: ModuleCache, services: HostServices,

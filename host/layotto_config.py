@@ -7,8 +7,6 @@ from typing import Any
 
 from .config import ConfigError
 
-_KNOWN_ITEM_FIELDS = {"name", "instance_num", "vm_config"}
-
 
 def _listeners(raw: dict[str, Any]) -> list[dict[str, Any]]:
     servers = raw.get("servers")
@@ -26,8 +24,9 @@ def _function_item(key: str, item: Any) -> dict[str, Any]:
     unknown = set(vm_config) - {"engine", "path", "md5", "url"}
     if unknown:
         raise ConfigError(f"Layotto config: function {key!r}: unknown vm_config field(s) {sorted(unknown)}")
-    # Other top-level string fields become the plugin configuration, as in Layotto.
-    plugin = {k: v for k, v in item.items() if k not in _KNOWN_ITEM_FIELDS and isinstance(v, str)}
+    # Every top-level string field (`name` included) becomes the plugin configuration, as in Layotto
+    # (its parseUserData keeps all string fields but `from_wasm_plugin`).
+    plugin = {k: v for k, v in item.items() if k != "from_wasm_plugin" and isinstance(v, str)}
     converted: dict[str, Any] = {
         "name": item.get("name", key),
         "path": vm_config["path"],

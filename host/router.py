@@ -24,6 +24,20 @@ class Router:
         with self._lock:
             self._routes[version.function_id] = self._routes.get(version.function_id, ()) + (version,)
 
+    def replace(self, old: Optional[FunctionVersion], new: Optional[FunctionVersion]) -> None:
+        """Swap one version for another in one step: no request sees neither (ids may differ)."""
+        with self._lock:
+            routes = dict(self._routes)
+            if old is not None:
+                remaining = tuple(v for v in routes.get(old.function_id, ()) if v is not old)
+                if remaining:
+                    routes[old.function_id] = remaining
+                else:
+                    routes.pop(old.function_id, None)
+            if new is not None:
+                routes[new.function_id] = routes.get(new.function_id, ()) + (new,)
+            self._routes = routes
+
     def remove(self, version: FunctionVersion) -> None:
         with self._lock:
             remaining = tuple(v for v in self._routes.get(version.function_id, ()) if v is not version)

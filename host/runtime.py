@@ -1,27 +1,57 @@
-"""The host: engine, compiled-module cache, components, deployed functions, router — wired once."""
+"""The host: engine, compiled-module cache, components, deployed functions, router — wired once.
+
+Every module file has a Deployment record. Deploying (at start-up, on a file change, or through
+the admin API) builds the new version completely — compiled, imports checked, pool started —
+before swapping it into the router in one step; the old version then drains and is retired.
+A rejected version leaves the previous one serving and records why.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from abi import HostServices, WasmEngine, all_host_functions
 
 from .components.state import StateService
-from .config import HostConfig
-from .deploy import Deployer, DeployError, FunctionSpec, function_specs
+from .config import FunctionConfig, HostConfig
+from .deploy import Deployer
 from .function import FunctionVersion
 from .invoker import InProcessInvoker
 from .module_cache import ModuleCache
 from .router import Router
+from .specs import DeployError, FunctionSpec, discover, spec_for
 from .workers import GuestThreads
 
 log = logging.getLogger(__name__)
 
 # Layotto's actuator status words.
 INIT, UP, DOWN = "INIT", "UP", "DOWN"
+
+
+@dataclass
+class Deployment:
+    """What is deployed from one module file, and how its last (re)load went."""
+
+    path: Path
+    version: Optional[FunctionVersion] = None
+    override: Optional[FunctionConfig] = None  # settings given through the admin API
+    last_outcome: str = "pending"  # deployed | rejected | removed
+    last_error: Optional[str] = None
+    last_change: float = field(default_factory=time.time)
+    reloads: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def describe(self) -> dict:
+        info = self.version.describe() if self.version else {"source": str(self.path)}
+        info.update({"last_reload": {"outcome": self.last_outcome, "error": self.last_error,
+                                     "at": self.last_change}, "reloads": self.reloads})
+        return info
 
 
 class Host:
@@ -40,43 +70,107 @@ class Host:
         self.threads = GuestThreads()
         self.deployer = Deployer(self.engine, self.linker, self.cache, self.services, self.threads)
         self.status = INIT
-        self.failures: dict[str, str] = {}  # function name -> why it is not serving
+        self.deployments: dict[Path, Deployment] = {}
+        self.startup_error: Optional[str] = None
 
+    # -- start-up -------------------------------------------------------------------------------
     async def start(self) -> None:
         """Deploy every configured function (concurrently); readiness is UP only if all succeeded."""
         self.engine.start_ticker()
         try:
-            specs = function_specs(self.config)
+            paths = discover(self.config)
         except DeployError as error:
-            self.failures["functions_dirs"] = str(error)
+            self.startup_error = str(error)
             log.error("%s", error)
-            specs = []
-        results = await asyncio.gather(
-            *(self.threads.run(self.deployer.deploy, spec) for spec in specs),
-            return_exceptions=True)
-        for spec, result in zip(specs, results):
-            self._record_deploy(spec, result)
-        self.status = DOWN if self.failures else UP
-        log.info("host %s: %d function(s) serving: %s", self.status, len(self.router.ids()),
+            paths = []
+        await asyncio.gather(*(self.deploy_path(path) for path in paths))
+        self.status = UP
+        log.info("host ready: %d function(s) serving: %s", len(self.router.ids()),
                  ", ".join(self.router.ids()) or "none")
 
-    def _record_deploy(self, spec: FunctionSpec, result: object) -> None:
-        if isinstance(result, FunctionVersion):
-            self.router.add(result)
-            self.failures.pop(spec.name, None)
-        elif isinstance(result, DeployError):
-            self.failures[spec.name] = str(result)
-            log.error("function %s not deployed: %s", spec.name, result)
-        else:
-            self.failures[spec.name] = f"unexpected error: {result!r}"
-            log.error("function %s not deployed", spec.name, exc_info=result)  # type: ignore[arg-type]
+    # -- deploying ------------------------------------------------------------------------------
+    def deployment(self, path: Path) -> Deployment:
+        path = path.resolve()
+        if path not in self.deployments:
+            self.deployments[path] = Deployment(path)
+        return self.deployments[path]
+
+    async def deploy_path(self, path: Path, override: Optional[FunctionConfig] = None) -> Deployment:
+        """(Re)deploy the module at `path`; on failure the previous version keeps serving."""
+        record = self.deployment(path)
+        async with record.lock:
+            if override is not None:
+                record.override = override
+            try:
+                spec = spec_for(self.config, record.path, record.override)
+                new = await self.threads.run(self.deployer.deploy, spec)
+            except DeployError as error:
+                self._rejected(record, str(error))
+                return record
+            except Exception as error:  # noqa: BLE001 - a host bug while deploying must not stop the host
+                log.exception("deploying %s failed unexpectedly", record.path)
+                self._rejected(record, f"unexpected error: {error!r}")
+                return record
+            old, record.version = record.version, new
+            self.router.replace(old, new)
+            record.reloads += old is not None
+            record.last_outcome, record.last_error, record.last_change = "deployed", None, time.time()
+            if old is not None:
+                log.info("function %s: %s replaced by a new version (%s)", new.function_id, record.path.name,
+                         new.sha256[:12])
+                old.pool.close()  # in-flight requests finish on the old instances, which then retire
+        return record
+
+    def _rejected(self, record: Deployment, reason: str) -> None:
+        record.last_outcome, record.last_error, record.last_change = "rejected", reason, time.time()
+        serving = f"; version {record.version.sha256[:12]} keeps serving" if record.version else ""
+        log.error("function %s rejected: %s%s", record.path.name, reason, serving)
+
+    async def remove_path(self, path: Path) -> Optional[Deployment]:
+        record = self.deployments.get(path.resolve())
+        if record is None:
+            return None
+        async with record.lock:
+            if record.version is not None:
+                self.router.replace(record.version, None)
+                record.version.pool.close()
+                log.info("function %s undeployed (%s removed)", record.version.function_id, record.path.name)
+            record.version = None
+            record.last_outcome, record.last_error, record.last_change = "removed", None, time.time()
+        self.deployments.pop(record.path, None)
+        return record
+
+    def find(self, name_or_id: str) -> Optional[Deployment]:
+        """A deployment by function id, configured name or file stem."""
+        for record in self.deployments.values():
+            version = record.version
+            if version is not None and name_or_id in (version.function_id, version.name):
+                return record
+        for record in self.deployments.values():
+            if record.path.stem == name_or_id:
+                return record
+        return None
+
+    def default_instances(self) -> int:
+        count = self.config.function_defaults.instance_num
+        return count if count > 0 else (os.cpu_count() or 1)
+
+    # -- health ---------------------------------------------------------------------------------
+    def failures(self) -> dict[str, str]:
+        # A rejected reload with an older version still serving is reported in /functions, not here.
+        failed = {r.path.stem: r.last_error or "" for r in self.deployments.values()
+                  if r.last_outcome == "rejected" and r.version is None}
+        if self.startup_error:
+            failed["functions_dirs"] = self.startup_error
+        return failed
 
     def readiness(self) -> tuple[str, dict]:
         components = {name: {"status": UP if ok else DOWN, "detail": detail}
                       for name, (ok, detail) in self.state.health().items()}
-        details = {"functions": self.router.ids(), "failed": dict(self.failures), "components": components}
+        failed = self.failures()
+        details = {"functions": self.router.ids(), "failed": failed, "components": components}
         status = self.status
-        if status == UP and any(c["status"] == DOWN for c in components.values()):
+        if status == UP and (failed or any(c["status"] == DOWN for c in components.values())):
             status = DOWN
         return status, details
 
@@ -87,6 +181,3 @@ class Host:
             version.pool.close()
         self.threads.shutdown()
         self.state.close()
-
-    def functions_root(self) -> list[Path]:
-        return [self.config.resolve(d) for d in self.config.functions_dirs]

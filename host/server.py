@@ -14,6 +14,7 @@ from .config import HostConfig
 from .http.admin import create_admin_app
 from .http.listener import create_function_app
 from .runtime import Host
+from .watcher import FunctionWatcher
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,11 @@ class RunningServer:
     runners: list[web.AppRunner]
     listen_port: int
     admin_port: int
+    watcher: Optional[FunctionWatcher] = None
 
     async def stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
         for runner in reversed(self.runners):
             await runner.cleanup()
         await self.host.stop()
@@ -57,9 +61,14 @@ async def start_server(config: HostConfig, *, engine_backend: Optional[str] = No
         await admin_runner.cleanup()
         await host.stop()
         raise
+    watcher = None
+    if config.server.watch:
+        watcher = FunctionWatcher(host, [config.resolve(d) for d in config.functions_dirs],
+                                  config.server.watch_debounce_ms / 1000)
+        watcher.start()
     log.info("functions listening on %s (port %d), admin on %s (port %d)", config.server.listen, listen_port,
              config.server.admin, admin_port)
-    return RunningServer(host, [admin_runner, listen_runner], listen_port, admin_port)
+    return RunningServer(host, [admin_runner, listen_runner], listen_port, admin_port, watcher)
 
 
 async def serve_forever(config: HostConfig) -> None:

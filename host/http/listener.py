@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Tuple
+
 from aiohttp import web
 from multidict import CIMultiDict
 
 from abi import GuestTrap, HttpRequest, HttpResponse
+from abi.vm import ProxyWasmVM
 
 from ..execution import InlineOverrun, run_request
 from ..function import FunctionVersion
 from ..pool import PoolClosed, PoolTimeout
 from ..runtime import Host
 from .errors import json_error
+
+_RETRIES_ACROSS_RELOADS = 3
 
 
 class _Unavailable(Exception):
@@ -24,26 +29,33 @@ def create_function_app(host: Host) -> web.Application:
     threads = host.threads
     acquire_timeout = host.config.server.acquire_timeout_ms / 1000
 
-    async def acquire(version: FunctionVersion):
-        vm = version.pool.try_acquire()
-        if vm is not None:
-            return vm
-        try:
-            return await version.pool.acquire(acquire_timeout)
-        except PoolTimeout as error:
-            raise _Unavailable(json_error(503, str(error), function=version.function_id,
-                                          headers={"Retry-After": "1"})) from None
-        except PoolClosed:
-            raise _Unavailable(json_error(503, "function is being replaced, retry", function=version.function_id,
-                                          headers={"Retry-After": "1"})) from None
+    async def acquire(version: FunctionVersion) -> Tuple[FunctionVersion, ProxyWasmVM]:
+        """An instance of the function's current version; follows a reload that retired `version`."""
+        for _ in range(_RETRIES_ACROSS_RELOADS):
+            vm = version.pool.try_acquire()
+            if vm is not None:
+                return version, vm
+            try:
+                return version, await version.pool.acquire(acquire_timeout)
+            except PoolTimeout as error:
+                raise _Unavailable(json_error(503, str(error), function=version.function_id,
+                                              headers={"Retry-After": "1"})) from None
+            except PoolClosed:
+                current = router.pick(version.function_id)
+                if current is None:
+                    raise _Unavailable(json_error(404, f"function {version.function_id!r} was removed",
+                                                  function=version.function_id)) from None
+                version = current
+        raise _Unavailable(json_error(503, "function is being replaced, retry", function=version.function_id,
+                                      headers={"Retry-After": "1"}))
 
     async def execute(version: FunctionVersion, guest_request: HttpRequest) -> HttpResponse:
-        vm = await acquire(version)
+        version, vm = await acquire(version)
         if version.policy.inline:
             try:
                 return run_request(version, vm, guest_request, True)
             except InlineOverrun:
-                vm = await acquire(version)
+                version, vm = await acquire(version)
         return await threads.run(run_request, version, vm, guest_request)
 
     async def handle(request: web.Request) -> web.StreamResponse:

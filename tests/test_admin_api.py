@@ -1,0 +1,68 @@
+"""Layotto's admin API (install / update / uninstall) and the function listings, with a bearer token."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import EXAMPLES, functions_dir, make_config
+
+
+async def post(client, path: str, body, token: str = "") -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with client.session.post(client.admin + path, json=body, headers=headers) as response:
+        return response.status, await response.read()
+
+
+async def test_install_update_uninstall_round_trip(serve, tmp_path: Path) -> None:
+    folder = functions_dir(tmp_path)
+    client = await serve(make_config(tmp_path, folder, server={"watch": False}))
+    shutil.copy(EXAMPLES / "hello.wasm", folder / "greeter.wasm")
+    assert (await client.call("hello"))[0] == 404
+
+    status, body = await post(client, "/wasm/install", {
+        "name": "greeter", "instance_num": 1,
+        "vm_config": {"engine": "wasmtime", "path": str(folder / "greeter.wasm")}})
+    assert (status, body) == (200, b"")
+    assert (await client.call("hello"))[0] == 200  # the module reports id "hello"
+
+    status, body = await post(client, "/wasm/update", {"name": "greeter", "instance_num": 3})
+    assert (status, body) == (200, b"")
+    status, listing = await client.admin_get("/functions")
+    (entry,) = listing["functions"]
+    assert entry["id"] == "hello" and entry["name"] == "greeter"
+    assert entry["instances"]["configured"] == 3
+    assert entry["sha256"] and entry["abi_version"] and entry["last_reload"]["outcome"] == "deployed"
+
+    status, body = await post(client, "/wasm/uninstall", {"name": "greeter"})
+    assert (status, body) == (200, b"")
+    assert (await client.call("hello"))[0] == 404
+    assert (await client.admin_get("/functions"))[1]["functions"] == []
+
+
+async def test_admin_errors_are_500_with_a_reason(serve, tmp_path: Path) -> None:
+    folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
+    client = await serve(make_config(tmp_path, folder, server={"watch": False}))
+    status, body = await post(client, "/wasm/install", {"name": "x", "vm_config": {"path": "/etc/passwd"}})
+    assert status == 500 and b"outside the functions folders" in body
+    status, body = await post(client, "/wasm/update", {"name": "nope", "instance_num": 1})
+    assert status == 500 and b"no function named 'nope'" in body
+    status, body = await post(client, "/wasm/uninstall", {})
+    assert status == 500 and b"'name'" in body
+    (folder / "broken.wasm").write_bytes(b"\0asm\x01\0\0\0garbage")
+    status, body = await post(client, "/wasm/install", {"name": "broken",
+                                                         "vm_config": {"path": str(folder / "broken.wasm")}})
+    assert status == 500 and b"invalid module" in body
+    async with client.session.post(client.admin + "/wasm/other", json={}) as response:
+        assert response.status == 404
+
+
+async def test_bearer_token_protects_the_admin_api_but_not_health(serve, tmp_path: Path) -> None:
+    folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
+    client = await serve(make_config(tmp_path, folder, server={"admin_token": "s3cret", "watch": False}))
+    assert (await post(client, "/wasm/update", {"name": "hello", "instance_num": 1}))[0] == 401
+    assert (await post(client, "/wasm/update", {"name": "hello", "instance_num": 1}, "wrong"))[0] == 401
+    assert (await post(client, "/wasm/update", {"name": "hello", "instance_num": 1}, "s3cret"))[0] == 200
+    async with client.session.get(client.admin + "/functions") as response:
+        assert response.status == 401
+    assert (await client.admin_get("/actuator/health/readiness"))[0] == 200

@@ -1,0 +1,60 @@
+"""Inline execution of proven-fast pure functions, and the replay in a guest thread when one overruns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from host.execution import PROMOTE_AFTER, inline_eligible
+from tests.conftest import EXAMPLES, functions_dir, make_config
+
+
+async def test_fast_pure_function_is_promoted_and_an_overrun_is_replayed(serve, tmp_path: Path,
+                                                                        c_guests: Path) -> None:
+    client = await serve(make_config(tmp_path, functions_dir(tmp_path, c_guests / "slow.wasm"),
+                                     function_defaults={"instance_num": 1}))
+    version = client.server.host.router.pick("slow")
+    assert version.policy.eligible  # slow.c only uses headers, buffers and the clock
+    for _ in range(PROMOTE_AFTER + 1):
+        status, _, body = await client.call("slow", headers={"x-sleep-ms": "0"})
+        assert (status, body) == (200, b"slept 0\n")
+    assert version.policy.inline
+
+    # 60 ms of guest work inline would stall the loop: it is interrupted after 10-20 ms and the
+    # request is replayed in a guest thread, invisibly to the client.
+    started = time.perf_counter()
+    status, _, body = await client.call("slow", headers={"x-sleep-ms": "60"})
+    assert (status, body) == (200, b"slept 60\n")
+    assert time.perf_counter() - started < 1.0
+    assert not version.policy.inline and version.policy.demotions == 1
+    assert version.stats.errors == 0
+
+
+async def test_while_inline_a_long_request_does_not_stall_other_functions(serve, tmp_path: Path,
+                                                                          c_guests: Path) -> None:
+    folder = functions_dir(tmp_path, c_guests / "slow.wasm", EXAMPLES / "hello.wasm")
+    client = await serve(make_config(tmp_path, folder, function_defaults={"instance_num": 2}))
+    for _ in range(PROMOTE_AFTER + 1):
+        await client.call("slow", headers={"x-sleep-ms": "0"})
+    slow = asyncio.create_task(client.call("slow", headers={"x-sleep-ms": "700"}))
+    await asyncio.sleep(0.15)
+    started = time.perf_counter()
+    status, _, _ = await client.call("hello")
+    assert status == 200 and time.perf_counter() - started < 0.3
+    assert (await slow)[2] == b"slept 700\n"
+
+
+def test_modules_with_blocking_or_effectful_imports_never_run_inline() -> None:
+    assert inline_eligible(["env.proxy_get_header_map_value", "wasi_snapshot_preview1.fd_write"])
+    assert not inline_eligible(["env.proxy_get_state"])
+    assert not inline_eligible(["env.proxy_invoke_service"])
+    assert not inline_eligible(["env.proxy_http_call"])
+
+
+async def test_demo_chain_stays_in_guest_threads(serve, tmp_path: Path) -> None:
+    client = await serve(make_config(tmp_path, EXAMPLES))
+    for _ in range(PROMOTE_AFTER + 1):
+        assert (await client.call("id_1", "/?name=book1"))[0] == 200
+    assert not client.server.host.router.pick("id_1").policy.eligible
+    assert not client.server.host.router.pick("id_2").policy.eligible
