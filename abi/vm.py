@@ -43,6 +43,8 @@ class PluginSettings:
     root_id: str = ""
     vm_id: str = ""
     memory_limit_bytes: Optional[int] = None
+    allowed_state_stores: Optional[tuple[str, ...]] = None  # None: every configured store
+    allowed_invoke_targets: Optional[tuple[str, ...]] = None  # None: every function id
 
 
 @dataclass

@@ -41,6 +41,9 @@ class ServerConfig(_Model):
     invoke_timeout_ms: int = Field(3000, gt=0)  # proxy_invoke_service: wait for the target, run it
     acquire_timeout_ms: int = Field(10000, gt=0)  # an HTTP request waiting for a free instance
     max_invoke_depth: int = Field(8, ge=1)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)  # larger request bodies answer 413
+    max_header_bytes: int = Field(8190, gt=0)  # one header line / field; larger answers 400
+    max_headers: int = Field(100, gt=0)  # header count; more answers 400
     admin_token: Optional[str] = None  # when set, the admin API (not the health probes) needs this bearer token
     admin_allow_any_path: bool = False  # /wasm/install may only load modules inside functions_dirs
     watch: bool = True  # deploy, update and remove functions when files in functions_dirs change
@@ -56,11 +59,18 @@ class FunctionConfig(_Model):
     md5: Optional[str] = None
     engine: Literal["wasmtime", "wasmer"] = "wasmtime"  # both run on this host's engine
     plugin_config: Union[str, dict[str, Any]] = ""
+    # How a table plugin_config reaches the guest (buffer 7): JSON (Envoy-style SDKs) or a serialized
+    # proxy-wasm map (what Layotto hands its functions; used for Layotto config.json items).
+    plugin_config_encoding: Literal["json", "proxy-wasm-map"] = "json"
     vm_config: Union[str, dict[str, Any]] = ""
     root_id: str = ""
     vm_id: str = ""
     timeout_ms: Optional[int] = Field(None, gt=0)
     memory_limit_mb: Optional[int] = Field(None, gt=0)
+    max_queue: Optional[int] = Field(None, ge=0)
+    # Capabilities: None allows all; a list allows only those names (others answer InternalFailure).
+    allowed_state_stores: Optional[list[str]] = None
+    allowed_invoke_targets: Optional[list[str]] = None
 
     @field_validator("md5")
     @classmethod
@@ -72,8 +82,9 @@ class FunctionConfig(_Model):
 
 class FunctionDefaults(_Model):
     instance_num: int = 0
-    timeout_ms: int = Field(30000, gt=0)
-    memory_limit_mb: Optional[int] = Field(None, gt=0)
+    timeout_ms: int = Field(30000, gt=0)  # per-request guest deadline (epoch interruption) -> 504
+    memory_limit_mb: int = Field(256, gt=0)  # per-instance linear memory cap; growth past it fails
+    max_queue: int = Field(256, ge=0)  # requests waiting for a busy function; more -> 503 Retry-After
 
 
 class MemoryStoreConfig(_Model):

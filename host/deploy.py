@@ -61,7 +61,9 @@ class Deployer:
         module = self.compile(spec, wasm)
         settings = PluginSettings(name=spec.name, plugin_config=spec.plugin_config, vm_config=spec.vm_config,
                                   root_id=spec.root_id, vm_id=spec.vm_id,
-                                  memory_limit_bytes=spec.memory_limit_bytes)
+                                  memory_limit_bytes=spec.memory_limit_bytes,
+                                  allowed_state_stores=spec.allowed_state_stores,
+                                  allowed_invoke_targets=spec.allowed_invoke_targets)
 
         def new_instance() -> ProxyWasmVM:
             try:
@@ -75,7 +77,7 @@ class Deployer:
             return vm
 
         first = new_instance()
-        pool = InstancePool(first.function_id, new_instance, spec.instance_num, self.background)
+        pool = InstancePool(first.function_id, new_instance, spec.instance_num, self.background, spec.max_queue)
         pool.add(first)
         pool.fill()
         log.info("deployed %s as id %r from %s (%d instances)", spec.name, first.function_id, spec.path,

@@ -11,7 +11,7 @@ from abi import GuestTrap, HttpRequest
 from abi.services import ServiceError
 
 from .execution import CHAIN, run_request
-from .pool import PoolClosed, PoolTimeout, PoolWouldDeadlock
+from .pool import PoolClosed, PoolDown, PoolTimeout, PoolWouldDeadlock
 from .router import Router
 
 
@@ -29,7 +29,7 @@ class InProcessInvoker:
             raise ServiceError(f"unknown function id {function_id!r}")
         try:
             vm = version.pool.acquire_blocking(self.timeout_s, held=CHAIN.held)
-        except (PoolTimeout, PoolWouldDeadlock, PoolClosed) as error:
+        except (PoolTimeout, PoolWouldDeadlock, PoolClosed, PoolDown) as error:
             raise ServiceError(str(error)) from None
         path = method if method.startswith("/") else "/" + method
         request = HttpRequest.build("GET", path, [("id", function_id)], param, authority="localhost")

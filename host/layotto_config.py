@@ -32,6 +32,7 @@ def _function_item(key: str, item: Any) -> dict[str, Any]:
         "path": vm_config["path"],
         "engine": vm_config.get("engine", "wasmtime"),
         "plugin_config": plugin or "",
+        "plugin_config_encoding": "proxy-wasm-map",  # Layotto serializes the fields as a map
     }
     if "instance_num" in item:
         converted["instance_num"] = item["instance_num"]

@@ -31,6 +31,14 @@ class PoolClosed(Exception):
     """The pool was retired while waiting."""
 
 
+class PoolQueueFull(PoolTimeout):
+    """Too many requests are already waiting for this function (back-pressure)."""
+
+
+class PoolDown(Exception):
+    """No instance can be started (start-up keeps failing); the reason says why."""
+
+
 class BackgroundRunner(Protocol):
     def submit(self, fn: Callable[..., object], *args: object) -> None: ...
 
@@ -40,9 +48,12 @@ _Waiter = Union[_LoopWaiter, concurrent.futures.Future]
 
 
 class InstancePool:
-    def __init__(self, name: str, factory: Callable[[], ProxyWasmVM], size: int, background: BackgroundRunner):
+    def __init__(self, name: str, factory: Callable[[], ProxyWasmVM], size: int, background: BackgroundRunner,
+                 max_queue: int = 256):
         self.name = name
         self.size = size
+        self.max_queue = max_queue
+        self.down_reason: Optional[str] = None  # set when replacements cannot be started
         self._factory = factory
         self._background = background
         self._lock = threading.Lock()
@@ -93,6 +104,7 @@ class InstancePool:
                 vm = self._idle.popleft()
                 self._busy.add(id(vm))
                 return vm
+            self._check_can_wait()
             waiter: _LoopWaiter = (loop, loop.create_future())
             self._waiters.append(waiter)
         try:
@@ -115,6 +127,7 @@ class InstancePool:
                 return vm
             if self._instances and not self._starting and self._busy <= set(held):
                 raise PoolWouldDeadlock(f"every instance of {self.name} is held by the calling chain (a call cycle)")
+            self._check_can_wait()
             waiter: concurrent.futures.Future = concurrent.futures.Future()
             self._waiters.append(waiter)
         try:
@@ -125,6 +138,13 @@ class InstancePool:
                     self._discard_waiter(waiter)
                     raise PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s") from None
             return waiter.result()  # handed over just as we gave up: use it
+
+    def _check_can_wait(self) -> None:
+        """Lock held, nothing idle: refuse at once rather than queue without bound or for nothing."""
+        if self._instances == 0 and not self._starting and self.down_reason:
+            raise PoolDown(f"{self.name} has no running instance: {self.down_reason}")
+        if len(self._waiters) >= self.max_queue:
+            raise PoolQueueFull(f"{self.name} is overloaded: {len(self._waiters)} requests already waiting")
 
     def _forget(self, waiter: _LoopWaiter) -> None:
         with self._lock:
@@ -195,7 +215,27 @@ class InstancePool:
         try:
             self.fill()
         except Exception as error:  # noqa: BLE001 - logged; the pool keeps serving with fewer instances
-            log.error("function %s: cannot start a replacement instance: %s", self.name, error)
+            # Not retried: start-up is deterministic, a retry loop would only burn CPU. A new
+            # version (file change, admin install) starts a fresh pool.
+            self.down_reason = f"cannot start a replacement instance: {error}"
+            log.error("function %s: %s", self.name, self.down_reason)
+            self._fail_waiters_if_empty()
+            return
+        self.down_reason = None
+
+    def _fail_waiters_if_empty(self) -> None:
+        with self._lock:
+            if self._instances or self._starting:
+                return
+            waiters, self._waiters = list(self._waiters), collections.deque()
+        for waiter in waiters:
+            error = PoolDown(f"{self.name} has no running instance: {self.down_reason}")
+            if isinstance(waiter, concurrent.futures.Future):
+                if waiter.set_running_or_notify_cancel():
+                    waiter.set_exception(error)
+            else:
+                loop, future = waiter
+                loop.call_soon_threadsafe(_fail_with, future, error)
 
     # -- resizing and retiring ------------------------------------------------------------------
     def resize(self, size: int) -> None:
@@ -222,16 +262,17 @@ class InstancePool:
                     waiter.set_exception(PoolClosed(self.name))
             else:
                 loop, future = waiter
-                loop.call_soon_threadsafe(_fail_closed, future, self.name)
+                loop.call_soon_threadsafe(_fail_with, future, PoolClosed(self.name))
         for vm in idle:
             vm.close()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"size": self.size, "instances": self._instances, "busy": len(self._busy),
-                    "idle": len(self._idle), "waiting": len(self._waiters), "replaced": self.replaced}
+                    "idle": len(self._idle), "waiting": len(self._waiters), "replaced": self.replaced,
+                    "max_queue": self.max_queue}
 
 
-def _fail_closed(future: asyncio.Future, name: str) -> None:
+def _fail_with(future: asyncio.Future, error: Exception) -> None:
     if not future.done():
-        future.set_exception(PoolClosed(name))
+        future.set_exception(error)

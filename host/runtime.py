@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # Layotto's actuator status words.
 INIT, UP, DOWN = "INIT", "UP", "DOWN"
+HEALTH_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -72,6 +73,10 @@ class Host:
         self.status = INIT
         self.deployments: dict[Path, Deployment] = {}
         self.startup_error: Optional[str] = None
+        # Component health is probed in a guest thread every HEALTH_INTERVAL_S (a probe can block
+        # for a backend's timeout); readiness reads the last result and never waits.
+        self.component_health: dict[str, tuple[bool, str]] = {}
+        self._health_task: Optional[asyncio.Task] = None
 
     # -- start-up -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -84,6 +89,8 @@ class Host:
             log.error("%s", error)
             paths = []
         await asyncio.gather(*(self.deploy_path(path) for path in paths))
+        await self.refresh_health()
+        self._health_task = asyncio.ensure_future(self._watch_health())
         self.status = UP
         log.info("host ready: %d function(s) serving: %s", len(self.router.ids()),
                  ", ".join(self.router.ids()) or "none")
@@ -160,13 +167,33 @@ class Host:
         # A rejected reload with an older version still serving is reported in /functions, not here.
         failed = {r.path.stem: r.last_error or "" for r in self.deployments.values()
                   if r.last_outcome == "rejected" and r.version is None}
+        for record in self.deployments.values():
+            pool = record.version.pool if record.version else None
+            if pool is not None and pool.down_reason and not pool.stats()["instances"]:
+                failed[record.path.stem] = pool.down_reason
         if self.startup_error:
             failed["functions_dirs"] = self.startup_error
         return failed
 
+    async def refresh_health(self) -> None:
+        self.component_health = await self.threads.run(self.state.health)
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+            try:
+                previous = self.component_health
+                await self.refresh_health()
+                for name, (ok, detail) in self.component_health.items():
+                    if previous.get(name, (True, ""))[0] != ok:
+                        log.log(logging.INFO if ok else logging.ERROR, "component %s is %s: %s", name,
+                                UP if ok else DOWN, detail)
+            except Exception:  # noqa: BLE001 - keep probing
+                log.exception("component health probe failed")
+
     def readiness(self) -> tuple[str, dict]:
         components = {name: {"status": UP if ok else DOWN, "detail": detail}
-                      for name, (ok, detail) in self.state.health().items()}
+                      for name, (ok, detail) in self.component_health.items()}
         failed = self.failures()
         details = {"functions": self.router.ids(), "failed": failed, "components": components}
         status = self.status
@@ -175,6 +202,8 @@ class Host:
         return status, details
 
     async def stop(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
         self.engine.stop_ticker()
         for version in self.router.versions():
             self.router.remove(version)

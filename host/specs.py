@@ -12,6 +12,8 @@ from typing import Any, Optional, Union
 
 from pydantic import ValidationError
 
+from abi.maps import encode_map
+
 from .config import FunctionConfig, HostConfig
 
 MODULE_SUFFIXES = (".wasm", ".wat")
@@ -36,10 +38,21 @@ class FunctionSpec:
     root_id: str = ""
     vm_id: str = ""
     memory_limit_bytes: Optional[int] = None
+    max_queue: int = 256
+    allowed_state_stores: Optional[tuple[str, ...]] = None
+    allowed_invoke_targets: Optional[tuple[str, ...]] = None
 
 
-def _config_bytes(value: Union[str, dict[str, Any]]) -> bytes:
-    return value.encode() if isinstance(value, str) else json.dumps(value, separators=(",", ":")).encode()
+def _optional_tuple(values: Optional[list[str]]) -> Optional[tuple[str, ...]]:
+    return tuple(values) if values is not None else None
+
+
+def _config_bytes(value: Union[str, dict[str, Any]], encoding: str = "json") -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if encoding == "proxy-wasm-map":
+        return encode_map([(str(k), str(v)) for k, v in value.items()])
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def is_module(path: Path) -> bool:
@@ -110,5 +123,8 @@ def spec_for(config: HostConfig, path: Path, override: Optional[FunctionConfig] 
     return FunctionSpec(
         name=item.name or key, path=path, instance_num=instances if instances > 0 else (os.cpu_count() or 1),
         timeout_s=(item.timeout_ms or defaults.timeout_ms) / 1000, md5=item.md5,
-        plugin_config=_config_bytes(item.plugin_config), vm_config=_config_bytes(item.vm_config),
-        root_id=item.root_id, vm_id=item.vm_id, memory_limit_bytes=memory_mb * 1024 * 1024 if memory_mb else None)
+        plugin_config=_config_bytes(item.plugin_config, item.plugin_config_encoding), vm_config=_config_bytes(item.vm_config),
+        root_id=item.root_id, vm_id=item.vm_id, memory_limit_bytes=memory_mb * 1024 * 1024 if memory_mb else None,
+        max_queue=item.max_queue if item.max_queue is not None else defaults.max_queue,
+        allowed_state_stores=_optional_tuple(item.allowed_state_stores),
+        allowed_invoke_targets=_optional_tuple(item.allowed_invoke_targets))

@@ -49,7 +49,7 @@ def bad_argument_cases(name: str, **valid: Arg) -> list[tuple[str, str, tuple[Ar
     for position, arg_name in enumerate(names):
         variants = {}
         if _is_pointer(arg_name):
-            variants = {kind: value for kind, value in BAD_POINTERS.items()}
+            variants = dict(BAD_POINTERS)
         elif _is_length(arg_name):
             variants = {"huge": HUGE_LENGTH}
         for kind, value in variants.items():
@@ -68,40 +68,39 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
     def add(name: str, **valid: Arg) -> None:
         cases.extend(bad_argument_cases(name, **valid))
 
-    def text(value: str) -> dict[str, int]:
-        return {"ptr": g.addr(value), "len": len(value)}
-
-    method, key, value = text(":method"), text("x-bad"), text("vvvv")
-    add("proxy_log", log_level=2, message_data=value["ptr"], message_size=4)
+    method, method_len = g.s(":method")
+    key, key_len = g.s("x-bad")
+    value = g.addr("vvvv")
+    add("proxy_log", log_level=2, message_data=value, message_size=4)
     add("proxy_get_log_level", return_log_level=U32_A)
     add("proxy_get_current_time_nanoseconds", return_time=U64)
     # Buffer 0 (the request body) exists during proxy_on_request_headers in this host.
     add("proxy_get_buffer_bytes", buffer_id=0, start=0, max_size=16,
         return_value_data=RET_PTR, return_value_size=RET_SIZE)
-    add("proxy_set_buffer_bytes", buffer_id=0, start=0, size=0, value_data=value["ptr"], value_size=4)
+    add("proxy_set_buffer_bytes", buffer_id=0, start=0, size=0, value_data=value, value_size=4)
     add("proxy_get_buffer_status", buffer_id=0, return_buffer_size=U32_A, return_flags=U32_B)
     # Map 0 (the request headers) exists; ":method" is always in it, so lookups get past NotFound.
     add("proxy_get_header_map_pairs", map_id=0, return_map_data=RET_PTR, return_map_size=RET_SIZE)
     add("proxy_set_header_map_pairs", map_id=0, map_data=empty_map, map_size=4)
     add("proxy_get_header_map_size", map_id=0, return_map_size=U32_A)
-    add("proxy_get_header_map_value", map_id=0, key_data=method["ptr"], key_size=method["len"],
+    add("proxy_get_header_map_value", map_id=0, key_data=method, key_size=method_len,
         return_value_data=RET_PTR, return_value_size=RET_SIZE)
     for name in ("proxy_add_header_map_value", "proxy_replace_header_map_value"):
-        add(name, map_id=0, key_data=key["ptr"], key_size=key["len"], value_data=value["ptr"], value_size=4)
-    add("proxy_remove_header_map_value", map_id=0, key_data=key["ptr"], key_size=key["len"])
+        add(name, map_id=0, key_data=key, key_size=key_len, value_data=value, value_size=4)
+    add("proxy_remove_header_map_value", map_id=0, key_data=key, key_size=key_len)
     # plugin_name always exists, so proxy_get_property gets past NotFound to the out-pointers.
     add("proxy_get_property", path_data=g.addr("plugin_name"), path_size=len("plugin_name"),
         return_value_data=RET_PTR, return_value_size=RET_SIZE)
     add("proxy_set_property", path_data=g.addr("bad.ptr"), path_size=len("bad.ptr"),
-        value_data=value["ptr"], value_size=4)
-    add("proxy_send_local_response", status_code=200, details_data=key["ptr"], details_size=key["len"],
-        body_data=value["ptr"], body_size=4, headers_data=empty_map, headers_size=4, grpc_status=0xFFFFFFFF)
+        value_data=value, value_size=4)
+    add("proxy_send_local_response", status_code=200, details_data=key, details_size=key_len,
+        body_data=value, body_size=4, headers_data=empty_map, headers_size=4, grpc_status=0xFFFFFFFF)
     add("proxy_get_configuration", return_configuration_data=RET_PTR, return_configuration_size=RET_SIZE)
     add("proxy_get_state", store_data=g.addr("state_demo"), store_size=len("state_demo"),
         key_data=g.addr("book1"), key_size=len("book1"),
         return_value_data=RET_PTR, return_value_size=RET_SIZE)
-    add("proxy_invoke_service", id_data=g.addr("hello"), id_size=len("hello"), method_data=key["ptr"],
-        method_size=key["len"], param_data=value["ptr"], param_size=4,
+    add("proxy_invoke_service", id_data=g.addr("hello"), id_size=len("hello"), method_data=key,
+        method_size=key_len, param_data=value, param_size=4,
         return_result_data=RET_PTR, return_result_size=RET_SIZE)
     expected = {label: INVALID_MEMORY_ACCESS for label, _, _ in cases}
 

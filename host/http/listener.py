@@ -12,7 +12,7 @@ from abi.vm import ProxyWasmVM
 
 from ..execution import InlineOverrun, run_request
 from ..function import FunctionVersion
-from ..pool import PoolClosed, PoolTimeout
+from ..pool import PoolClosed, PoolDown, PoolTimeout
 from ..runtime import Host
 from .errors import json_error
 
@@ -28,6 +28,7 @@ def create_function_app(host: Host) -> web.Application:
     router = host.router
     threads = host.threads
     acquire_timeout = host.config.server.acquire_timeout_ms / 1000
+    max_body = host.config.server.max_body_bytes
 
     async def acquire(version: FunctionVersion) -> Tuple[FunctionVersion, ProxyWasmVM]:
         """An instance of the function's current version; follows a reload that retired `version`."""
@@ -40,6 +41,9 @@ def create_function_app(host: Host) -> web.Application:
             except PoolTimeout as error:
                 raise _Unavailable(json_error(503, str(error), function=version.function_id,
                                               headers={"Retry-After": "1"})) from None
+            except PoolDown as error:
+                raise _Unavailable(json_error(503, str(error), function=version.function_id,
+                                              headers={"Retry-After": "5"})) from None
             except PoolClosed:
                 current = router.pick(version.function_id)
                 if current is None:
@@ -65,7 +69,10 @@ def create_function_app(host: Host) -> web.Application:
         version = router.pick(function_id)
         if version is None:
             return json_error(404, f"unknown function id {function_id!r}", function=function_id)
-        body = await request.read() if request.body_exists else b""
+        try:
+            body = await request.read() if request.body_exists else b""
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, f"request body larger than {max_body} bytes", function=function_id)
         headers = request.headers
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
@@ -89,6 +96,9 @@ def create_function_app(host: Host) -> web.Application:
         return web.Response(status=response.status, body=response.body,
                             headers=CIMultiDict(response.headers) if response.headers else None)
 
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+    server = host.config.server
+    app = web.Application(client_max_size=max_body, handler_args={
+        "max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
+        "max_headers": server.max_headers})
     app.router.add_route("*", "/{tail:.*}", handle)
     return app

@@ -1,0 +1,76 @@
+"""Property: whatever pointers, lengths and enum values a guest passes to any host import, the host
+answers with a status code (or errno) and never crashes, on both engine back-ends."""
+
+from __future__ import annotations
+
+import pytest
+import wasmtime
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from abi import HostServices, HttpRequest, PluginSettings, ProxyWasmVM, WasmEngine, all_host_functions
+from abi.engine import I32
+from abi.vm import StreamState
+
+# proc_exit ends the call by design (a trap carrying the exit code), so it has no status to check.
+FUNCTIONS = [f for f in all_host_functions() if f.module != "wasi_unstable" and f.name != "proc_exit"]
+
+EDGES_I32 = [0, 1, 2, 3, 7, 8, 9, 12, 16, 255, 4096, 65532, 65535, 65536, 65537, 0x7FFFFFFF, 0x80000000,
+             0xFFFFFFF0, 0xFFFFFFFF]
+I32_VALUES = st.one_of(st.sampled_from(EDGES_I32), st.integers(0, 0xFFFFFFFF))
+I64_VALUES = st.one_of(st.sampled_from([0, 1, -1, 2**63 - 1, -(2**63)]), st.integers(-(2**63), 2**63 - 1))
+
+
+def _forwarders() -> str:
+    """A module importing every host function and exporting `call_<i>` that forwards to it."""
+    imports, exports = [], []
+    for i, host in enumerate(FUNCTIONS):
+        params = " ".join(host.params)
+        result = f"(result {host.results[0]})" if host.results else ""
+        imports.append(f'(import "{host.module}" "{host.name}" (func $f{i} (param {params}) {result}))')
+        gets = " ".join(f"(local.get {n})" for n in range(len(host.params)))
+        exports.append(f'(func (export "call_{i}") (param {params}) {result} (call $f{i} {gets}))')
+    allocator = '''(global $heap (mut i32) (i32.const 1024))
+      (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+        (if (i32.gt_u (local.get $n) (i32.const 32768)) (then (return (i32.const 0))))
+        (local.set $p (global.get $heap))
+        (global.set $heap (i32.add (i32.and (global.get $heap) (i32.const 16383)) (i32.const 1024)))
+        (local.get $p))'''
+    return "(module " + "\n".join(imports) + '\n(memory (export "memory") 1)\n' + allocator + "\n" + \
+        "\n".join(exports) + ")"
+
+
+@pytest.fixture(scope="module", params=["fast", "public"])
+def vm(request) -> ProxyWasmVM:
+    engine = WasmEngine(request.param)
+    linker = engine.linker(all_host_functions())
+    module = engine.compile(wasmtime.wat2wasm(_forwarders()))
+    machine = ProxyWasmVM(engine, linker, module, PluginSettings(name="fuzz", plugin_config=b"{}"), HostServices())
+    machine.start()
+    return machine
+
+
+def _stream() -> StreamState:
+    request = HttpRequest.build("GET", "/p?q=1", [("x-a", "1")], b"body")
+    return StreamState(context_id=2, request=request, request_headers=list(request.headers),
+                       request_body=bytearray(b"body"), request_trailers=[])
+
+
+@pytest.mark.parametrize("index", range(len(FUNCTIONS)), ids=[f"{f.module}.{f.name}" for f in FUNCTIONS])
+def test_any_arguments_give_a_status(vm: ProxyWasmVM, index: int) -> None:
+    host = FUNCTIONS[index]
+    call = vm.guest.func(f"call_{index}")
+    values = st.tuples(*(I32_VALUES if kind == I32 else I64_VALUES for kind in host.params))
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(args=values, in_request=st.booleans())
+    def check(args: tuple[int, ...], in_request: bool) -> None:
+        vm.stream = _stream() if in_request else None
+        try:
+            result = call(*args)
+        finally:
+            vm.stream = None
+        assert isinstance(result, int) and 0 <= result <= 0xFFFFFFFF
+
+    check()
+    assert not vm.broken
