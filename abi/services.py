@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
+
+from .foreign import DEFAULT_FOREIGN_FUNCTIONS, ForeignFunction
+from .maps import HeaderList
+from .shared import Metrics, SharedData, SharedQueues
 
 
 class ServiceError(Exception):
@@ -20,6 +25,34 @@ class StateReader(Protocol):
 class Invoker(Protocol):
     def invoke(self, function_id: str, method: str, param: bytes) -> bytes:
         """Call another function; returns the body of its 2xx answer or raises ServiceError."""
+
+
+@dataclass
+class HttpCallResult:
+    """What an upstream answered (status 0 and an error message when the call itself failed)."""
+
+    status: int
+    headers: HeaderList
+    body: bytes
+    trailers: HeaderList = field(default_factory=list)
+    error: str = ""
+
+
+class HttpCaller(Protocol):
+    def has_upstream(self, name: str) -> bool: ...
+
+    def dispatch(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,
+                 timeout_s: float) -> "concurrent.futures.Future[HttpCallResult]":
+        """Start the call (it runs elsewhere); the future resolves with its result, never raises."""
+
+
+class _NoUpstreams:
+    def has_upstream(self, name: str) -> bool:
+        return False
+
+    def dispatch(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,
+                 timeout_s: float) -> "concurrent.futures.Future[HttpCallResult]":
+        raise ServiceError("no upstreams configured")
 
 
 class _NoState:
@@ -38,3 +71,8 @@ class HostServices:
     invoker: Invoker = field(default_factory=_NoInvoker)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("wasm.guest"))
     now_ns: Callable[[], int] = time.time_ns
+    http: HttpCaller = field(default_factory=_NoUpstreams)
+    shared_data: SharedData = field(default_factory=SharedData)
+    queues: SharedQueues = field(default_factory=SharedQueues)
+    metrics: Metrics = field(default_factory=Metrics)
+    foreign_functions: dict[str, ForeignFunction] = field(default_factory=lambda: dict(DEFAULT_FOREIGN_FUNCTIONS))

@@ -8,9 +8,11 @@ string when the body is empty) -> trailers -> response headers/body -> done -> l
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -20,7 +22,7 @@ from .codes import Action
 from .engine import EPOCH_TICK_SECONDS, Guest, GuestMemoryError, GuestTrap, HostLinker, WasmEngine
 from .http import HttpRequest, HttpResponse
 from .maps import HeaderList
-from .services import HostServices
+from .services import HostServices, HttpCallResult
 
 ROOT_CONTEXT_ID = 1
 
@@ -45,6 +47,15 @@ class PluginSettings:
     memory_limit_bytes: Optional[int] = None
     allowed_state_stores: Optional[tuple[str, ...]] = None  # None: every configured store
     allowed_invoke_targets: Optional[tuple[str, ...]] = None  # None: every function id
+    allowed_upstreams: Optional[tuple[str, ...]] = None  # None: every configured upstream
+
+
+@dataclass
+class PendingCall:
+    token: int
+    context_id: int
+    future: "concurrent.futures.Future[HttpCallResult]"
+    deadline: float  # monotonic time after which the host gives up waiting
 
 
 @dataclass
@@ -62,6 +73,7 @@ class StreamState:
     properties: dict[str, bytes] = field(default_factory=dict)
     closed: bool = False
     done_pending: bool = False
+    resumed: bool = False  # proxy_continue_stream was called while the stream was paused
 
 
 class ProxyWasmVM:
@@ -80,6 +92,16 @@ class ProxyWasmVM:
         self.effective_context = ROOT_CONTEXT_ID
         self._context_ids = itertools.count(ROOT_CONTEXT_ID + 1)
         self.broken = False
+        self.abi_version = _abi_version(self.guest)
+        # Outbound calls in flight, their results while a callback reads them, proxy_get_status.
+        self.pending_calls: dict[int, PendingCall] = {}
+        self._tokens = itertools.count(1)
+        self.http_call_response: Optional[HttpCallResult] = None
+        self.last_status: tuple[int, bytes] = (0, b"")
+        self.tick_period_ms = 0
+        self._wall_deadline = 0.0
+        # Set by the host: run a root-context callback on some idle instance of this function.
+        self.on_background: Optional[Callable[[Callable[["ProxyWasmVM"], None]], None]] = None
         cb = self.guest.func
         self._allocate = cb("proxy_on_memory_allocate") or cb("malloc")
         self._on_context_create = cb("proxy_on_context_create")
@@ -137,6 +159,7 @@ class ProxyWasmVM:
             configure = self.guest.func("proxy_on_configure")
             if configure is not None and not configure(ROOT_CONTEXT_ID, len(self.settings.plugin_config)):
                 raise StartupError("proxy_on_configure returned false")
+            self.drain_calls(time.monotonic() + deadline_s)
         except GuestTrap as trap:
             self.broken = True
             raise StartupError(f"start-up trapped: {trap}") from trap
@@ -182,6 +205,7 @@ class ProxyWasmVM:
         self.stream = stream
         self.effective_context = stream.context_id
         self._set_deadline(deadline_s)
+        self._wall_deadline = time.monotonic() + deadline_s
         try:
             self._run_stream(stream)
         except GuestTrap:
@@ -224,10 +248,15 @@ class ProxyWasmVM:
             if callback is None:
                 continue
             action = callback(*args)
+            # http calls the callback started: wait for them here, run their callbacks (which may
+            # resume the stream with proxy_continue_stream, or answer with a local response).
+            self.drain_calls(self._wall_deadline)
             if stream.local_response is not None or stream.closed:
                 return False
             if action == Action.PAUSE:
-                return False
+                if not stream.resumed:
+                    return False
+                stream.resumed = False
         return True
 
     def _finish_context(self, ctx: int, stream: StreamState) -> None:
@@ -249,9 +278,85 @@ class ProxyWasmVM:
         response.headers = [(k, v) for k, v in response.headers if not k.startswith(":")]
         return response
 
+    # -- outbound calls --------------------------------------------------------------------------
+    def start_http_call(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,
+                        timeout_s: float) -> int:
+        token = next(self._tokens)
+        future = self.services.http.dispatch(upstream, headers, body, trailers, timeout_s)
+        self.pending_calls[token] = PendingCall(token, self.effective_context, future,
+                                                time.monotonic() + timeout_s + 1.0)
+        return token
+
+    def drain_calls(self, wall_deadline: float) -> None:
+        """Wait for the calls in flight (guest code is not running meanwhile) and deliver each
+        result to `proxy_on_http_call_response` in the context that made the call."""
+        on_response = self.guest.func("proxy_on_http_call_response")
+        while self.pending_calls:
+            futures = {call.future: call for call in self.pending_calls.values()}
+            wait_until = min(min(c.deadline for c in futures.values()), wall_deadline)
+            done, _ = concurrent.futures.wait(futures, timeout=max(0.0, wait_until - time.monotonic()),
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            if not done:
+                if time.monotonic() >= wall_deadline:
+                    raise GuestTrap("request deadline passed while waiting for http calls", interrupted=True)
+                call = min(futures.values(), key=lambda c: c.deadline)
+                call.future.cancel()
+                result = HttpCallResult(0, [], b"", error="timeout")
+            else:
+                call = futures[next(iter(done))]
+                result = call.future.result()
+            del self.pending_calls[call.token]
+            self._deliver_http_response(on_response, call, result)
+        self._set_deadline(max(0.0, wall_deadline - time.monotonic()))
+
+    def _deliver_http_response(self, on_response: Optional[Callable[..., Optional[int]]], call: PendingCall,
+                               result: HttpCallResult) -> None:
+        self.http_call_response = result
+        self.last_status = (result.status, (result.error or "").encode())
+        previous = self.effective_context
+        self.effective_context = call.context_id
+        try:
+            if on_response is not None:
+                on_response(call.context_id, call.token, len(result.headers), len(result.body), len(result.trailers))
+        finally:
+            self.http_call_response = None
+            self.effective_context = previous
+
+    # -- root-context work outside requests (timers, queues) ------------------------------------------
+    def set_tick_period(self, period_ms: int) -> None:
+        self.tick_period_ms = period_ms
+
+    def queue_listener(self) -> Optional[Callable[[int], None]]:
+        """What the shared queue calls on enqueue: deliver proxy_on_queue_ready to this function."""
+        on_ready = self.guest.func("proxy_on_queue_ready")
+        background = self.on_background
+        if on_ready is None or background is None:
+            return None
+        return lambda queue_id: background(lambda vm: vm.run_root_callback("proxy_on_queue_ready", queue_id))
+
+    def run_root_callback(self, name: str, *args: int, deadline_s: float = 10.0) -> None:
+        """Call a root-context callback (proxy_on_tick, proxy_on_queue_ready) between requests."""
+        callback = self.guest.func(name)
+        if callback is None or self.broken:
+            return
+        self._set_deadline(deadline_s)
+        try:
+            callback(ROOT_CONTEXT_ID, *args)
+            self.drain_calls(time.monotonic() + deadline_s)
+        except GuestTrap:
+            self.broken = True
+            raise
+
     # -- logging helper ------------------------------------------------------------------------------
     def guest_log(self, level: int, message: str) -> None:
         self.log.log(_PY_LEVELS.get(level, logging.INFO), "[%s] %s", self.function_id, message)
+
+
+def _abi_version(guest: Guest) -> str:
+    for version in ("0_2_1", "0_2_0", "0_1_0"):
+        if guest.has_export(f"proxy_abi_version_{version}"):
+            return version.replace("_", ".")
+    return "unknown"
 
 
 _PY_LEVELS = {0: 5, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR, 5: logging.CRITICAL}

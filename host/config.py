@@ -48,6 +48,12 @@ class ServerConfig(_Model):
     admin_allow_any_path: bool = False  # /wasm/install may only load modules inside functions_dirs
     watch: bool = True  # deploy, update and remove functions when files in functions_dirs change
     watch_debounce_ms: int = Field(300, ge=0)  # quiet time after the last write before a reload
+    # On SIGTERM: stop accepting, then let in-flight requests finish for at most this long before
+    # they are cut; then pools are closed (root contexts retired) and state stores closed.
+    shutdown_grace_ms: int = Field(10000, ge=0)
+    # Processes serving the same listen port (SO_REUSEPORT) under a small supervisor; each has its
+    # own instance pools (instance_num counts per worker), watcher and memory state stores.
+    workers: int = Field(1, ge=1, le=1024)
 
     _check_listen = field_validator("listen", "admin")(_address)
 
@@ -71,6 +77,7 @@ class FunctionConfig(_Model):
     # Capabilities: None allows all; a list allows only those names (others answer InternalFailure).
     allowed_state_stores: Optional[list[str]] = None
     allowed_invoke_targets: Optional[list[str]] = None
+    allowed_upstreams: Optional[list[str]] = None
 
     @field_validator("md5")
     @classmethod
@@ -112,7 +119,16 @@ class HostConfig(_Model):
     function_defaults: FunctionDefaults = FunctionDefaults()
     functions: dict[str, FunctionConfig] = {}
     state: dict[str, StateStoreConfig] = {}
+    upstreams: dict[str, str] = {}  # proxy_http_call targets: name -> base URL (http:// or https://)
     base_dir: str = "."  # relative paths are resolved against the config file's folder
+
+    @field_validator("upstreams")
+    @classmethod
+    def _urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"upstream {name!r}: expected an http:// or https:// URL, got {url!r}")
+        return value
 
     def resolve(self, path: str) -> Path:
         return (Path(self.base_dir) / os.path.expanduser(path)).resolve()

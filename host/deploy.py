@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Callable, Optional
 
 import wasmtime
 
@@ -27,6 +28,8 @@ class Deployer:
         self.cache = cache
         self.services = services
         self.background = background
+        # Set by the host: run root-context work (queue deliveries) on an instance of a version.
+        self.on_background: Optional[Callable[[FunctionVersion, Callable[[ProxyWasmVM], None]], None]] = None
 
     def read_module(self, spec: FunctionSpec) -> bytes:
         try:
@@ -63,13 +66,23 @@ class Deployer:
                                   root_id=spec.root_id, vm_id=spec.vm_id,
                                   memory_limit_bytes=spec.memory_limit_bytes,
                                   allowed_state_stores=spec.allowed_state_stores,
-                                  allowed_invoke_targets=spec.allowed_invoke_targets)
+                                  allowed_invoke_targets=spec.allowed_invoke_targets,
+                                  allowed_upstreams=spec.allowed_upstreams)
+
+        deployed: list[FunctionVersion] = []  # filled once the version exists
+
+        def run_in_background(work: Callable[[ProxyWasmVM], None]) -> None:
+            if deployed and self.on_background is not None:
+                self.on_background(deployed[0], work)
+            else:
+                log.debug("function %s: background work before the version is live dropped", spec.name)
 
         def new_instance() -> ProxyWasmVM:
             try:
                 vm = ProxyWasmVM(self.engine, self.linker, module, settings, self.services)
             except (wasmtime.WasmtimeError, GuestTrap) as error:
                 raise DeployError(f"{spec.path.name}: instantiation failed: {_first_line(error)}") from None
+            vm.on_background = run_in_background
             try:
                 vm.start(spec.timeout_s)
             except StartupError as error:
@@ -82,9 +95,15 @@ class Deployer:
         pool.fill()
         log.info("deployed %s as id %r from %s (%d instances)", spec.name, first.function_id, spec.path,
                  spec.instance_num)
-        return FunctionVersion(name=spec.name, function_id=first.function_id, source=spec.path,
-                               sha256=hashlib.sha256(wasm).hexdigest(), pool=pool, timeout_s=spec.timeout_s,
-                               policy=ExecutionPolicy(inline_eligible(f"{i.module}.{i.name}" for i in module.imports)))
+        version = FunctionVersion(
+            name=spec.name, function_id=first.function_id, source=spec.path, sha256=hashlib.sha256(wasm).hexdigest(),
+            pool=pool, timeout_s=spec.timeout_s, abi_version=first.abi_version, tick_period_ms=first.tick_period_ms,
+            policy=ExecutionPolicy(inline_eligible(f"{i.module}.{i.name}" for i in module.imports)))
+        deployed.append(version)
+        if first.abi_version == "unknown":
+            log.warning("function %s: the module exports no proxy_abi_version_* marker; treated as ABI 0.2.1",
+                        spec.name)
+        return version
 
 
 def _first_line(error: BaseException) -> str:

@@ -36,6 +36,8 @@ class FunctionVersion:
     pool: InstancePool
     timeout_s: float
     policy: "ExecutionPolicy"
+    abi_version: str = "0.2.1"
+    tick_period_ms: int = 0
     deployed_at: float = field(default_factory=time.time)
     stats: FunctionStats = field(default_factory=FunctionStats)
 
@@ -43,7 +45,8 @@ class FunctionVersion:
         pool = self.pool.stats()
         return {
             "id": self.function_id, "name": self.name, "source": str(self.source), "sha256": self.sha256,
-            "abi_version": "0.2.1", "instances": {"total": pool["instances"], "busy": pool["busy"],
+            "abi_version": self.abi_version if self.abi_version != "unknown" else "0.2.1 (no marker)",
+            "instances": {"total": pool["instances"], "busy": pool["busy"],
                                                   "configured": pool["size"]},
             "requests": self.stats.requests, "errors": self.stats.errors, "replaced_instances": pool["replaced"],
             "deployed_at": self.deployed_at,

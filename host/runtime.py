@@ -14,16 +14,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from abi import HostServices, WasmEngine, all_host_functions
 
+from abi.engine import GuestTrap
+from abi.vm import ProxyWasmVM
+
 from .components.state import StateService
+from .components.upstreams import HttpUpstreams
 from .config import FunctionConfig, HostConfig
 from .deploy import Deployer
 from .function import FunctionVersion
 from .invoker import InProcessInvoker
 from .module_cache import ModuleCache
+from .pool import PoolClosed, PoolDown, PoolTimeout
 from .router import Router
 from .specs import DeployError, FunctionSpec, discover, spec_for
 from .workers import GuestThreads
@@ -68,8 +73,13 @@ class Host:
         self.invoker = InProcessInvoker(self.router, server.invoke_timeout_ms / 1000, server.max_invoke_depth)
         self.services = HostServices(state=self.state, invoker=self.invoker,
                                      logger=logging.getLogger("wasm.guest"))
+        self.upstreams = HttpUpstreams(config.upstreams)
+        self.services.http = self.upstreams
         self.threads = GuestThreads()
         self.deployer = Deployer(self.engine, self.linker, self.cache, self.services, self.threads)
+        self.deployer.on_background = self.run_in_background
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._background: set[asyncio.Future] = set()
         self.status = INIT
         self.deployments: dict[Path, Deployment] = {}
         self.startup_error: Optional[str] = None
@@ -82,6 +92,8 @@ class Host:
     async def start(self) -> None:
         """Deploy every configured function (concurrently); readiness is UP only if all succeeded."""
         self.engine.start_ticker()
+        self._loop = asyncio.get_running_loop()
+        await self.upstreams.start()
         try:
             paths = discover(self.config)
         except DeployError as error:
@@ -120,6 +132,8 @@ class Host:
                 return record
             old, record.version = record.version, new
             self.router.replace(old, new)
+            if new.tick_period_ms:
+                self._spawn(self._tick(new))
             record.reloads += old is not None
             record.last_outcome, record.last_error, record.last_change = "deployed", None, time.time()
             if old is not None:
@@ -161,6 +175,33 @@ class Host:
     def default_instances(self) -> int:
         count = self.config.function_defaults.instance_num
         return count if count > 0 else (os.cpu_count() or 1)
+
+    # -- root-context work outside requests: timers and queue deliveries ---------------------------
+    def run_in_background(self, version: FunctionVersion, work: Callable[[ProxyWasmVM], None]) -> None:
+        """Thread-safe: run `work(vm)` on an idle instance of `version`, in a guest thread."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(lambda: self._spawn(self._background_job(version, work)))
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _background_job(self, version: FunctionVersion, work: Callable[[ProxyWasmVM], None]) -> None:
+        try:
+            vm = await version.pool.acquire(self.config.server.acquire_timeout_ms / 1000)
+        except (PoolTimeout, PoolClosed, PoolDown) as error:
+            log.warning("function %s: background callback dropped: %s", version.function_id, error)
+            return
+        await self.threads.run(_run_background_work, version, vm, work)
+
+    async def _tick(self, version: FunctionVersion) -> None:
+        """proxy_on_tick on one instance of the version every period, until it is retired."""
+        period = version.tick_period_ms / 1000
+        while not version.pool.closed:
+            await asyncio.sleep(period)
+            if not version.pool.closed:
+                await self._background_job(version, lambda vm: vm.run_root_callback("proxy_on_tick"))
 
     # -- health ---------------------------------------------------------------------------------
     def failures(self) -> dict[str, str]:
@@ -204,9 +245,28 @@ class Host:
     async def stop(self) -> None:
         if self._health_task is not None:
             self._health_task.cancel()
-        self.engine.stop_ticker()
-        for version in self.router.versions():
+        for task in list(self._background):
+            task.cancel()
+        await self.upstreams.close()
+        versions = self.router.versions()
+        for version in versions:
             self.router.remove(version)
+        # Retire root contexts (proxy_on_done / proxy_on_delete) while the epoch ticker still
+        # bounds a guest that hangs in them; an instance still busy retires when released.
+        for version in versions:
             version.pool.close()
+        if versions:
+            log.info("shutdown: %d function pool(s) closed, root contexts retired", len(versions))
+        self.engine.stop_ticker()
         self.threads.shutdown()
         self.state.close()
+        log.info("shutdown: state stores closed")
+
+
+def _run_background_work(version: FunctionVersion, vm: ProxyWasmVM, work: Callable[[ProxyWasmVM], None]) -> None:
+    try:
+        work(vm)
+    except GuestTrap as trap:
+        log.warning("function %s: root-context callback trapped: %s", version.function_id, trap)
+    finally:
+        version.pool.release(vm)

@@ -1,22 +1,39 @@
-"""Run the host: admin listener first (readiness says INIT while functions load), then the listener."""
+"""Run the host: admin listener first (readiness says INIT while functions load), then the listener.
+
+Shutdown is graceful (`RunningServer.stop`, on SIGTERM or SIGINT): stop accepting connections,
+let in-flight requests finish for at most `server.shutdown_grace_ms` (idle keep-alive connections
+are closed; a request still running after that is cancelled), stop the watcher, close the pools
+(each instance's root context is retired: proxy_on_done / proxy_on_delete), close state stores,
+and finally the admin listener — which answers readiness DOWN during the drain.
+
+As one worker of `serve --workers N` (`role` given), the process also binds a private admin
+listener on 127.0.0.1 and registers it for its peers; worker 0 serves the public admin port,
+speaking for every worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Optional
 
 from aiohttp import web
 
+from .cluster import SERVING, STARTING, WorkerRole
 from .config import HostConfig
-from .http.admin import create_admin_app
+from .http.admin import LayottoAdmin, create_admin_app
 from .http.listener import create_function_app
-from .runtime import Host
+from .http.peers import Peers
+from .runtime import DOWN, Host
 from .watcher import FunctionWatcher
 
 log = logging.getLogger(__name__)
+
+SUPERVISOR_CHECK_S = 1.0  # a worker whose supervisor vanished (SIGKILL) shuts itself down
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -24,41 +41,98 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _in_flight(runner: web.AppRunner) -> int:
+    """Requests being handled right now (read from aiohttp's connection handlers)."""
+    server = runner.server
+    if server is None:
+        return 0
+    return sum(1 for handler in server.connections if getattr(handler, "_request_in_progress", False))
+
+
 @dataclass
 class RunningServer:
     host: Host
-    runners: list[web.AppRunner]
+    runners: list[web.AppRunner]  # admin runner(s) first, the function listener last
     listen_port: int
     admin_port: int
     watcher: Optional[FunctionWatcher] = None
+    role: Optional[WorkerRole] = None
+    _stopped: bool = field(default=False, repr=False)
 
     async def stop(self) -> None:
+        """Graceful shutdown; each step is logged. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        started = time.monotonic()
+        self.host.status = DOWN  # readiness answers DOWN while draining
+        listener, admins = self.runners[-1], self.runners[:-1]
+        grace = self.host.config.server.shutdown_grace_ms / 1000
+
+        for site in list(listener.sites):
+            await site.stop()
+        in_flight = _in_flight(listener)
+        log.info("shutdown: stopped accepting connections; waiting up to %.1fs for %d in-flight request(s)",
+                 grace, in_flight)
         if self.watcher is not None:
             await self.watcher.stop()
-        for runner in reversed(self.runners):
+            log.info("shutdown: file watcher stopped")
+        # Closes idle keep-alive connections, waits for running handlers (up to `grace`), then
+        # cancels what is left.
+        await listener.cleanup()
+        drained = time.monotonic() - started
+        if in_flight and drained >= grace:
+            log.warning("shutdown: grace period of %.1fs over; unfinished requests were cancelled", grace)
+        else:
+            log.info("shutdown: in-flight requests finished (%.2fs)", drained)
+
+        await self.host.stop()  # pools closed (root contexts retired), state stores closed
+        for runner in reversed(admins):
             await runner.cleanup()
-        await self.host.stop()
+        log.info("shutdown: complete in %.2fs", time.monotonic() - started)
 
 
-async def _serve(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def _serve(app: web.Application, address: str, shutdown_timeout: float = 60.0) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     host, port = _split(address)
     site = web.TCPSite(runner, host, port, reuse_port=True)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     server = site._server  # the bound socket tells the real port when 0 was asked for
     bound = server.sockets[0].getsockname()[1] if server and server.sockets else port  # type: ignore[union-attr]
     return runner, bound
 
 
-async def start_server(config: HostConfig, *, engine_backend: Optional[str] = None) -> RunningServer:
+async def start_server(config: HostConfig, *, engine_backend: Optional[str] = None,
+                       role: Optional[WorkerRole] = None) -> RunningServer:
     host = Host(config, engine_backend=engine_backend)
-    admin_runner, admin_port = await _serve(create_admin_app(host), config.server.admin)
+    grace = config.server.shutdown_grace_ms / 1000
+    admin_runners: list[web.AppRunner] = []
     try:
+        if role is None:
+            runner, admin_port = await _serve(create_admin_app(host), config.server.admin)
+            admin_runners.append(runner)
+        else:
+            runner, private_port = await _serve(create_admin_app(host, worker=role), "127.0.0.1:0")
+            admin_runners.append(runner)
+            role.register(STARTING, private_port)
+            admin_port = private_port
+            if role.primary:
+                peers = Peers(role, config.server.admin_token)
+                runner, admin_port = await _serve(create_admin_app(host, worker=role, peers=peers),
+                                                  config.server.admin)
+                admin_runners.append(runner)
         await host.start()
-        listen_runner, listen_port = await _serve(create_function_app(host), config.server.listen)
+        if role is not None:
+            await LayottoAdmin(host).replay(role.journal())
+        listen_runner, listen_port = await _serve(create_function_app(host), config.server.listen, grace)
     except BaseException:
-        await admin_runner.cleanup()
+        for runner in reversed(admin_runners):
+            await runner.cleanup()
         await host.stop()
         raise
     watcher = None
@@ -66,27 +140,46 @@ async def start_server(config: HostConfig, *, engine_backend: Optional[str] = No
         watcher = FunctionWatcher(host, [config.resolve(d) for d in config.functions_dirs],
                                   config.server.watch_debounce_ms / 1000)
         watcher.start()
+    if role is not None:
+        role.register(SERVING, private_port, listen_port)
     log.info("functions listening on %s (port %d), admin on %s (port %d)", config.server.listen, listen_port,
-             config.server.admin, admin_port)
-    return RunningServer(host, [admin_runner, listen_runner], listen_port, admin_port, watcher)
+             config.server.admin if role is None or role.primary else "127.0.0.1", admin_port)
+    return RunningServer(host, [*admin_runners, listen_runner], listen_port, admin_port, watcher, role)
 
 
-async def serve_forever(config: HostConfig) -> None:
-    server = await start_server(config)
+async def _supervisor_gone(role: WorkerRole, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(SUPERVISOR_CHECK_S)
+        if os.getppid() != role.supervisor_pid:
+            log.error("the supervisor (pid %d) is gone: shutting down", role.supervisor_pid)
+            stop.set()
+
+
+async def serve_forever(config: HostConfig, role: Optional[WorkerRole] = None) -> None:
+    server = await start_server(config, role=role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
+    watchdog = asyncio.ensure_future(_supervisor_gone(role, stop)) if role is not None else None
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down%s", f" ({received[0]})" if received else "")
+    if watchdog is not None:
+        watchdog.cancel()
     await server.stop()
 
 
-def run(config: HostConfig) -> None:
+def run(config: HostConfig, role: Optional[WorkerRole] = None) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency, but the host runs without it
         pass
-    asyncio.run(serve_forever(config))
+    asyncio.run(serve_forever(config, role))

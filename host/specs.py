@@ -41,6 +41,7 @@ class FunctionSpec:
     max_queue: int = 256
     allowed_state_stores: Optional[tuple[str, ...]] = None
     allowed_invoke_targets: Optional[tuple[str, ...]] = None
+    allowed_upstreams: Optional[tuple[str, ...]] = None
 
 
 def _optional_tuple(values: Optional[list[str]]) -> Optional[tuple[str, ...]]:
@@ -127,4 +128,5 @@ def spec_for(config: HostConfig, path: Path, override: Optional[FunctionConfig] 
         root_id=item.root_id, vm_id=item.vm_id, memory_limit_bytes=memory_mb * 1024 * 1024 if memory_mb else None,
         max_queue=item.max_queue if item.max_queue is not None else defaults.max_queue,
         allowed_state_stores=_optional_tuple(item.allowed_state_stores),
-        allowed_invoke_targets=_optional_tuple(item.allowed_invoke_targets))
+        allowed_invoke_targets=_optional_tuple(item.allowed_invoke_targets),
+        allowed_upstreams=_optional_tuple(item.allowed_upstreams))

@@ -52,14 +52,24 @@ ENV: dict[str, tuple[str, bool]] = {
     "proxy_get_configuration": ("ii", True),  # ABI 0.1.0
     "proxy_get_state": ("iiiiii", True),  # Layotto
     "proxy_invoke_service": ("iiiiiiii", True),  # Layotto
-    # Linked but not implemented yet: they answer Unimplemented (12).
     "proxy_get_shared_data": ("iiiii", True),
     "proxy_set_shared_data": ("iiiii", True),
+    "proxy_register_shared_queue": ("iii", True),
+    "proxy_resolve_shared_queue": ("iiiii", True),
+    "proxy_enqueue_shared_queue": ("iii", True),
+    "proxy_dequeue_shared_queue": ("iii", True),
     "proxy_set_tick_period_milliseconds": ("i", True),
     "proxy_http_call": ("iiiiiiiiii", True),
+    "proxy_dispatch_http_call": ("iiiiiiiiii", True),  # ABI 0.2.0's name
+    "proxy_get_status": ("iii", True),
     "proxy_define_metric": ("iiii", True),
     "proxy_increment_metric": ("iI", True),
+    "proxy_record_metric": ("iI", True),
+    "proxy_get_metric": ("ii", True),
     "proxy_call_foreign_function": ("iiiiii", True),
+    # Linked but not implemented yet: they answer Unimplemented (12).
+    "proxy_grpc_cancel": ("i", True),
+    "proxy_grpc_close": ("i", True),
 }
 WASI: dict[str, tuple[str, bool]] = {
     "fd_write": ("iiii", True),

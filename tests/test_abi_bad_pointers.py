@@ -14,7 +14,8 @@ from typing import Union
 
 import pytest
 
-from abi.imports import buffers, header_maps, layotto, logging_time, properties, stream_control
+from abi.imports import (buffers, calls, header_maps, layotto, logging_time, metrics, properties, shared_state,
+                         stream_control)
 from tests.conftest import EXAMPLES, functions_dir, make_config
 from tests.guest_wat import PAGE, RET_PTR, RET_SIZE, U32_A, U32_B, U64, Results, WatGuest, serialize_map, write_guest
 
@@ -102,6 +103,23 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
     add("proxy_invoke_service", id_data=g.addr("hello"), id_size=len("hello"), method_data=key,
         method_size=key_len, param_data=value, param_size=4,
         return_result_data=RET_PTR, return_result_size=RET_SIZE)
+    add("proxy_get_shared_data", key_data=key, key_size=key_len, return_value_data=RET_PTR,
+        return_value_size=RET_SIZE, return_cas=U32_A)
+    add("proxy_set_shared_data", key_data=key, key_size=key_len, value_data=value, value_size=4, cas=0)
+    add("proxy_register_shared_queue", name_data=key, name_size=key_len, return_queue_id=U32_A)
+    add("proxy_resolve_shared_queue", vm_id_data=key, vm_id_size=key_len, name_data=key, name_size=key_len,
+        return_queue_id=U32_A)
+    add("proxy_enqueue_shared_queue", queue_id=1, value_data=value, value_size=4)
+    add("proxy_dequeue_shared_queue", queue_id=1, return_value_data=RET_PTR, return_value_size=RET_SIZE)
+    add("proxy_define_metric", metric_type=0, name_data=key, name_size=key_len, return_metric_id=U32_A)
+    add("proxy_get_metric", metric_id=1, return_value=U64)
+    add("proxy_get_status", return_code=U32_A, return_message_data=RET_PTR, return_message_size=RET_SIZE)
+    for name in ("proxy_http_call", "proxy_dispatch_http_call"):
+        add(name, upstream_data=key, upstream_size=key_len, headers_data=empty_map, headers_size=4,
+            body_data=value, body_size=4, trailers_data=empty_map, trailers_size=4, timeout=1000,
+            return_token=U32_A)
+    add("proxy_call_foreign_function", name_data=key, name_size=key_len, args_data=value, args_size=4,
+        return_data=RET_PTR, return_size=RET_SIZE)
     expected = {label: INVALID_MEMORY_ACCESS for label, _, _ in cases}
 
     # Imports without any pointer argument cannot be given a bad one: they are still called (every
@@ -113,6 +131,9 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
         ("proxy_continue_request", (), 0),  # ABI 0.1.0, during a request: Ok
         ("proxy_continue_response", (), 0),
         ("proxy_clear_route_cache", (), 0),
+        ("proxy_set_tick_period_milliseconds", (0,), 0),  # 0 disables the timer: Ok
+        ("proxy_increment_metric", (99, 1), 1),  # no metric 99: NotFound
+        ("proxy_record_metric", (99, 1), 1),
         ("proxy_close_stream", (1,), 0),  # last: it ends the stream after this callback (Ok)
     ]
     for name, args, status in no_pointer:
@@ -123,7 +144,7 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
 
 
 def implemented_env_imports() -> set[str]:
-    groups = [logging_time, buffers, header_maps, properties, stream_control, layotto]
+    groups = [logging_time, buffers, header_maps, properties, stream_control, layotto, shared_state, metrics, calls]
     return {f.name for group in groups for f in group.hostcall.functions}
 
 

@@ -242,13 +242,7 @@ async def test_effective_context_and_done(serve, tmp_path: Path) -> None:
 
 async def test_not_yet_implemented_imports_answer_unimplemented(serve, tmp_path: Path) -> None:
     g = WatGuest()
-    calls = [g.call("proxy_get_shared_data", g.s("k"), RET, U32_A),
-             g.call("proxy_set_shared_data", g.s("k"), g.s("v"), 0),
-             g.call("proxy_set_tick_period_milliseconds", 1000),
-             g.call("proxy_http_call", g.s("upstream"), g.s(serialize_map([])), 0, 0, 0, 0, 1000, U32_A),
-             g.call("proxy_define_metric", 0, g.s("m"), U32_A),
-             g.call("proxy_increment_metric", 1, 1),
-             g.call("proxy_call_foreign_function", g.s("f"), g.s("a"), RET)]
+    calls = [g.call("proxy_grpc_cancel", 1), g.call("proxy_grpc_close", 1)]
     client = await start(serve, tmp_path, later=g.module(
         proxy_on_request_headers=f"{u32s(calls)}\n    (call $flush)\n    (i32.const 0)"))
     status, _, body = await client.call("later")

@@ -44,8 +44,10 @@ def _check_stream_type(vm, stream_type: int) -> int:
 
 @hostcall("i")
 def proxy_continue_stream(vm, stream_type: int) -> int:
-    # Callbacks run synchronously, so there is never a suspended stream to resume yet.
-    return _check_stream_type(vm, stream_type)
+    status = _check_stream_type(vm, stream_type)
+    if status == Status.OK:
+        vm.stream.resumed = True  # takes effect when the paused callback's calls have drained
+    return status
 
 
 @hostcall("i")
@@ -79,12 +81,12 @@ def proxy_set_effective_context(vm, context_id: int) -> int:
 # ABI 0.1.0 spellings, so modules built by older SDKs link.
 @hostcall("")
 def proxy_continue_request(vm) -> int:
-    return Status.OK if vm.stream is not None else Status.NOT_FOUND
+    return proxy_continue_stream(vm, StreamType.HTTP_REQUEST)
 
 
 @hostcall("")
 def proxy_continue_response(vm) -> int:
-    return Status.OK if vm.stream is not None else Status.NOT_FOUND
+    return proxy_continue_stream(vm, StreamType.HTTP_RESPONSE)
 
 
 @hostcall("")

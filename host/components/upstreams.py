@@ -1,0 +1,63 @@
+"""HTTP upstreams for `proxy_http_call`: a name -> base URL map from config, called with aiohttp
+on the event loop; the guest's thread waits on a concurrent future."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Optional
+
+import aiohttp
+
+from abi.maps import HeaderList
+from abi.services import HttpCallResult
+
+log = logging.getLogger(__name__)
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "host"}
+
+
+class HttpUpstreams:
+    def __init__(self, upstreams: dict[str, str]):
+        self.upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._session: Optional[aiohttp.ClientSession] = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def has_upstream(self, name: str) -> bool:
+        return name in self.upstreams
+
+    def dispatch(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,
+                 timeout_s: float) -> "concurrent.futures.Future[HttpCallResult]":
+        if self._loop is None:
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            future.set_result(HttpCallResult(0, [], b"", error="upstreams not started"))
+            return future
+        return asyncio.run_coroutine_threadsafe(self._call(upstream, headers, body, timeout_s), self._loop)
+
+    async def _call(self, upstream: str, headers: HeaderList, body: bytes, timeout_s: float) -> HttpCallResult:
+        pseudo = {k: v for k, v in headers if k.startswith(":")}
+        method = pseudo.get(":method", "GET")
+        path = pseudo.get(":path", "/")
+        request_headers = [(k, v) for k, v in headers if not k.startswith(":") and k.lower() not in _HOP_BY_HOP]
+        url = self.upstreams[upstream] + (path if path.startswith("/") else "/" + path)
+        assert self._session is not None
+        try:
+            async with self._session.request(method, url, headers=request_headers, data=body or None,
+                                             timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                payload = await response.read()
+                response_headers = [(":status", str(response.status))] + [
+                    (k.lower(), v) for k, v in response.headers.items()]
+                return HttpCallResult(response.status, response_headers, payload)
+        except asyncio.TimeoutError:
+            return HttpCallResult(0, [], b"", error=f"timeout after {timeout_s:g}s calling {upstream}")
+        except aiohttp.ClientError as error:
+            return HttpCallResult(0, [], b"", error=f"{upstream}: {error}")
