@@ -1,0 +1,739 @@
+"""Side-by-side benchmark: every host scenario right next to its bare-aiohttp baseline, in one run.
+
+    python bench/run.py [--duration S] [--connections C] [--quick] [--out FILE]
+
+Starts every server itself on free 127.0.0.1 ports, warms up, drives it with wrk, stops it, and
+prints a markdown table (requests/s, p50, p99, non-2xx, host/baseline) plus the targets.
+Progress goes to stderr, the report to stdout (and --out). See bench/README.md.
+
+Needs only the standard library, aiohttp (bench/baseline.py), redis (seeding book1) and the
+`wrk` binary. Nothing here asserts speed: a missed target is reported, not failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+EXAMPLES = REPO / "examples" / "functions"
+CPU_HASH_SRC = BENCH / "functions" / "cpu_hash.c"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+LOOPBACK = "127.0.0.1"
+
+HELLO_BODY = b"hello method=GET path=/ greeting=-\n"
+DEMO_PATH = "/?name=book1"
+DEMO_BODY = b"There are 100 inventories for book1."
+CPU_HASH_ANSWER = re.compile(rb"[0-9a-f]{16}\n")
+
+# Fallback for scripts/build_guests.py's CFLAGS (used when that module cannot be loaded).
+CPU_HASH_CFLAGS = ["-target", "wasm32-wasi", "-mexec-model=reactor", "-O2", "-I", "sdk-guest/c", "-s",
+                   "-Wl,-z,stack-size=1048576"]
+
+# urllib honours http_proxy; the benchmark must only ever talk to 127.0.0.1 directly.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+SCENARIOS = ("hello", "workers", "demo", "latency", "cpu")
+OTHERS_CPU_WARN = 0.10  # above this share of the cores used by foreign processes, a row is suspect
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# wrk
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_us: float
+    p99_us: float
+    requests: int
+    non_2xx: int  # wrk's "Non-2xx or 3xx responses" (status >= 400)
+    socket_errors: int  # connect + read + write + timeout
+    others_cpu: float = float("nan")  # share of all cores used by processes not ours during the run
+
+
+_TIME_UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def parse_wrk_time(text: str) -> float:
+    """`812.00us`, `1.23ms`, `2.00s` -> microseconds."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if not match:
+        raise ValueError(f"unexpected wrk time {text!r}")
+    return float(match.group(1)) * _TIME_UNITS_US[match.group(2)]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Parse `wrk --latency` output (the Latency Distribution block gives p50/p99)."""
+    def find(pattern: str, default: Optional[str] = None) -> str:
+        match = re.search(pattern, output, re.MULTILINE)
+        if match:
+            return match.group(1)
+        if default is None:
+            raise ValueError(f"wrk output lacks {pattern!r}:\n{output}")
+        return default
+
+    socket_errors = 0
+    match = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if match:
+        socket_errors = sum(int(n) for n in match.groups())
+    return WrkResult(
+        rps=float(find(r"^Requests/sec:\s+([\d.]+)")),
+        p50_us=parse_wrk_time(find(r"^\s+50%\s+(\S+)")),
+        p99_us=parse_wrk_time(find(r"^\s+99%\s+(\S+)")),
+        requests=int(find(r"^\s+(\d+) requests in")),
+        non_2xx=int(find(r"Non-2xx or 3xx responses: (\d+)", "0")),
+        socket_errors=socket_errors,
+    )
+
+
+@dataclass
+class Load:
+    """How wrk drives one measurement."""
+    duration: int
+    warmup: int
+    threads: int
+    busy_before: float = 0.0  # CPU share used by others just before the run
+
+
+def run_wrk(url: str, headers: dict[str, str], connections: int, seconds: int, threads: int) -> str:
+    cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency",
+           "--timeout", "10s"]
+    for key, value in headers.items():
+        cmd += ["-H", f"{key}: {value}"]
+    proc = subprocess.run([*cmd, url], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+    return proc.stdout
+
+
+def measure(url: str, headers: dict[str, str], connections: int, load: Load) -> WrkResult:
+    """Warm up (JIT-free, but pools, caches, Redis connections and CPU clocks), then measure."""
+    if load.warmup > 0:
+        run_wrk(url, headers, connections, load.warmup, load.threads)
+    before = CpuSample.now()
+    result = parse_wrk(run_wrk(url, headers, connections, load.duration, load.threads))
+    result.others_cpu = CpuSample.now().others_share_since(before)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# CPU used by others: the machine may be shared, and every row is skewed by foreign load
+
+
+def system_busy_ticks() -> tuple[int, int]:
+    """(busy, total) ticks over all cores, from /proc/stat. irq/softirq are left out of busy: they are
+    mostly our own loopback traffic, and per-process times do not include them."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, _irq, _softirq, steal = fields
+    return user + nice + system + steal, sum(fields)
+
+
+def process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, CPU ticks: utime + stime + cutime + cstime) for every process."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            rest = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        table[int(entry.name)] = (int(rest[1]), sum(int(n) for n in rest[11:15]))
+    return table
+
+
+def process_tree(root: int, table: dict[int, tuple[int, int]]) -> set[int]:
+    """root and all its descendants."""
+    tree, frontier = set(), {root}
+    while frontier:
+        tree |= frontier
+        frontier = {pid for pid, (parent, _) in table.items() if parent in frontier} - tree
+    return tree
+
+
+def our_ticks() -> int:
+    """CPU ticks of this process tree: live descendants (servers, their workers, threads included)
+    plus children already reaped (every finished wrk)."""
+    table = process_table()
+    return sum(table[pid][1] for pid in process_tree(os.getpid(), table) if pid in table)
+
+
+@dataclass
+class CpuSample:
+    busy: int
+    total: int
+    ours: int
+
+    @classmethod
+    def now(cls) -> "CpuSample":
+        try:
+            busy, total = system_busy_ticks()
+            return cls(busy, total, our_ticks())
+        except (OSError, ValueError, IndexError):
+            return cls(0, 0, 0)
+
+    def others_share_since(self, before: "CpuSample") -> float:
+        total = self.total - before.total
+        if total <= 0:
+            return float("nan")
+        others = (self.busy - before.busy) - (self.ours - before.ours)
+        return max(0.0, others / total)
+
+
+# --------------------------------------------------------------------------------------------
+# servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, headers: Optional[dict[str, str]] = None, timeout: float = 5.0
+             ) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with HTTP.open(request, timeout=timeout) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+@dataclass
+class Server:
+    """A group of server processes we started (each in its own session, so Ctrl-C reaches us first)."""
+    name: str
+    port: int
+    log_path: Path
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def dead(self) -> Optional[str]:
+        for proc in self.procs:
+            if proc.poll() is not None:
+                return f"{self.name} exited with code {proc.returncode}:\n{self.log_tail()}"
+        return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def logged_problems(self) -> list[str]:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return [line for line in text.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b", line)]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)  # the group: also the host's worker processes
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+class WorkersUnsupported(Exception):
+    """The host does not know `--workers` yet."""
+
+
+def spawn(cmd: list[str], log_file, stdout=None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=stdout or log_file,
+                            stderr=log_file, start_new_session=True)
+
+
+def wait_host_ready(server: Server, admin_port: int, timeout: float = 120.0) -> None:
+    url = f"http://{LOOPBACK}:{admin_port}/actuator/health/readiness"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        problem = server.dead()
+        if problem:
+            if "--workers" in problem and ("unrecognized arguments" in problem or "no such option" in problem):
+                raise WorkersUnsupported(problem)
+            raise RuntimeError(problem)
+        with contextlib.suppress(OSError):
+            status, _, body = http_get(url, timeout=1.0)
+            if status == 200:
+                return
+            if b'"DOWN"' in body:  # start-up failed for good (e.g. a function did not load)
+                raise RuntimeError(f"{server.name} is DOWN: {body.decode(errors='replace')}\n{server.log_tail()}")
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name} not ready after {timeout:.0f}s:\n{server.log_tail()}")
+
+
+@contextlib.contextmanager
+def host_server(config: Path, workers: int, workdir: Path) -> Iterator[Server]:
+    port, admin = free_port(), free_port()
+    server = Server(f"host ({workers} worker{'s' if workers > 1 else ''})", port, workdir / f"host-{workers}w.log")
+    cmd = [sys.executable, "-m", "host", "serve", "--config", str(config), "--listen", f"{LOOPBACK}:{port}",
+           "--admin", f"{LOOPBACK}:{admin}", "--log-level", "warning"]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    with open(server.log_path, "ab") as log_file:
+        server.procs.append(spawn(cmd, log_file))
+    try:
+        wait_host_ready(server, admin)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def baseline_server(processes: int, workdir: Path, timeout: float = 30.0) -> Iterator[Server]:
+    """bench/baseline.py started `processes` times on one port (SO_REUSEPORT)."""
+    port = free_port()
+    server = Server(f"bare aiohttp ({processes} process{'es' if processes > 1 else ''})", port,
+                    workdir / f"bare-{processes}p.log")
+    cmd = [sys.executable, str(BENCH / "baseline.py"), "--listen", f"{LOOPBACK}:{port}",
+           "--redis", f"{REDIS_HOST}:{REDIS_PORT}"]
+    try:
+        with open(server.log_path, "ab") as log_file:
+            for _ in range(processes):
+                server.procs.append(spawn(cmd, log_file, stdout=subprocess.PIPE))
+        for proc in server.procs:  # each prints "ready" once it listens
+            ready, _, _ = select.select([proc.stdout], [], [], timeout)
+            if not ready or proc.stdout.readline().strip() != b"ready":  # type: ignore[union-attr]
+                raise RuntimeError(server.dead() or f"{server.name} not ready after {timeout:.0f}s")
+        yield server
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# set-up: the cpu_hash guest, the host config, Redis
+
+
+def zig_cflags() -> list[str]:
+    """The same flags as scripts/build_guests.py (which only builds examples/ and tests/)."""
+    spec = importlib.util.spec_from_file_location("build_guests", REPO / "scripts" / "build_guests.py")
+    try:
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return list(module.CFLAGS)
+    except Exception as error:  # noqa: BLE001 - the script is not ours; fall back to known flags
+        log(f"could not read CFLAGS from scripts/build_guests.py ({error}); using the bench's own")
+        return CPU_HASH_CFLAGS
+
+
+def build_cpu_hash(out_dir: Path) -> Path:
+    out = out_dir / "cpu_hash.wasm"
+    cmd = [sys.executable, "-m", "ziglang", "cc", *zig_cflags(), "-o", str(out), str(CPU_HASH_SRC.relative_to(REPO))]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building cpu_hash failed:\n  {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    return out
+
+
+def write_host_config(workdir: Path, functions_dir: Path, instance_num: int) -> Path:
+    """Example functions + cpu_hash (when built); state_demo is Redis, as in configs/redis.toml."""
+    config = workdir / "host.toml"
+    module = functions_dir / "cpu_hash.wasm"
+    cpu_hash = f"""
+[functions.cpu_hash]
+path = {str(module)!r}
+instance_num = 2        # two instances on one worker: parallel only if the GIL is released
+""" if module.exists() else ""
+    config.write_text(f"""\
+functions_dirs = [{str(EXAMPLES)!r}, {str(functions_dir)!r}]
+
+[server]
+cache_dir = {str(workdir / "module-cache")!r}
+
+[function_defaults]
+instance_num = {instance_num}
+{cpu_hash}
+[state.state_demo]
+type = "redis"
+address = "{REDIS_HOST}:{REDIS_PORT}"
+""")
+    return config
+
+
+def seed_redis() -> Optional[str]:
+    """`set book1 100`; returns why not, if Redis is unreachable."""
+    try:
+        import redis
+
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=3)
+        client.set("book1", "100")
+        client.close()
+        return None
+    except Exception as error:  # noqa: BLE001 - reported as a skipped row
+        return f"Redis at {REDIS_HOST}:{REDIS_PORT} unavailable: {error}"
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Row:
+    scenario: str
+    server: str
+    connections: int
+    result: Optional[WrkResult] = None
+    ratio: Optional[float] = None  # host / baseline (or 2 conns / 1 conn)
+    note: str = ""
+
+
+@dataclass
+class Check:
+    name: str
+    measured: Optional[float]
+    target: str
+    passed: Optional[bool]
+    unit: str = "×"
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def ratio(a: Optional[WrkResult], b: Optional[WrkResult]) -> Optional[float]:
+    return a.rps / b.rps if a and b and b.rps > 0 else None
+
+
+def check_ratio(report: Report, name: str, value: Optional[float], minimum: float) -> None:
+    report.checks.append(Check(name, value, f"≥ {minimum:.2f}×", None if value is None else value >= minimum))
+
+
+def verify_answer(report: Report, server: Server, headers: dict[str, str], path: str,
+                  body: bytes | re.Pattern[bytes], extra_header: Optional[tuple[str, str]] = None) -> None:
+    """One request before measuring: wrk counts statuses, not bodies."""
+    try:
+        status, got_headers, got_body = http_get(server.url + path, headers)
+    except OSError as error:
+        report.notes.append(f"{server.name}, id {headers.get('id')}: request failed: {error}")
+        return
+    problems = []
+    if status != 200:
+        problems.append(f"status {status}")
+    if not (body.fullmatch(got_body) if isinstance(body, re.Pattern) else got_body == body):
+        problems.append(f"body {got_body[:120]!r}, expected {body!r}")
+    if extra_header and got_headers.get(extra_header[0]) != extra_header[1]:
+        problems.append(f"header {extra_header[0]}={got_headers.get(extra_header[0])!r}")
+    if problems:
+        report.notes.append(f"{server.name}, id {headers.get('id')}: wrong answer: {'; '.join(problems)}")
+
+
+# --------------------------------------------------------------------------------------------
+# scenarios
+
+
+@dataclass
+class Context:
+    load: Load
+    connections: int
+    workdir: Path
+    config: Path
+    report: Report
+    hello_1w: dict[str, WrkResult] = field(default_factory=dict)  # for the 2-worker / 1-worker ratio
+
+
+HELLO = {"id": "hello"}
+DEMO = {"id": "id_1"}
+CPU = {"id": "cpu_hash"}
+
+
+def pair(ctx: Context, scenario: str, host: Server, bare: Server, headers: dict[str, str], path: str,
+         body: bytes | re.Pattern[bytes], connections: int, extra: Optional[tuple[str, str]] = None) -> tuple[WrkResult, WrkResult]:
+    """Host, then its baseline right after, same load."""
+    results = []
+    for server in (host, bare):
+        verify_answer(ctx.report, server, headers, path, body, extra)
+        log(f"{scenario}: {server.name}, {connections} connection(s)")
+        results.append(measure(server.url + path, headers, connections, ctx.load))
+        if server.dead():
+            raise RuntimeError(server.dead())
+    host_result, bare_result = results
+    ctx.report.rows.append(Row(scenario, host.name, connections, host_result, ratio(host_result, bare_result)))
+    ctx.report.rows.append(Row(scenario, bare.name, connections, bare_result))
+    return host_result, bare_result
+
+
+def scenario_hello(ctx: Context, host: Server, bare: Server) -> None:
+    h, b = pair(ctx, "a. hello", host, bare, HELLO, "/", HELLO_BODY, ctx.connections, ("x-hello", "1"))
+    ctx.hello_1w.update(host=h, bare=b)
+    check_ratio(ctx.report, "hello, 1 worker: host / bare req/s", ratio(h, b), 0.60)
+
+
+def scenario_demo(ctx: Context, host: Server, bare: Server) -> None:
+    problem = seed_redis()
+    if problem:
+        ctx.report.rows.append(Row("c. demo id_1→id_2→Redis", "host / bare", ctx.connections, note=f"skipped: {problem}"))
+        check_ratio(ctx.report, "demo chain: host / bare req/s", None, 0.50)
+        return
+    h, b = pair(ctx, "c. demo id_1→id_2→Redis", host, bare, DEMO, DEMO_PATH, DEMO_BODY, ctx.connections)
+    check_ratio(ctx.report, "demo chain: host / bare req/s", ratio(h, b), 0.50)
+
+
+def scenario_latency(ctx: Context, host: Server, bare: Server) -> None:
+    h, b = pair(ctx, "d. hello, 1 conn", host, bare, HELLO, "/", HELLO_BODY, 1, ("x-hello", "1"))
+    diff = h.p50_us - b.p50_us
+    ctx.report.rows[-2].note = f"p50 host − bare: {diff:+.0f} µs"
+    ctx.report.checks.append(Check("hello p50 at 1 connection: host − bare", diff, "≤ 100 µs", diff <= 100, " µs"))
+
+
+def scenario_cpu(ctx: Context, host: Server) -> None:
+    """One worker, cpu_hash instance_num=2: does a 2nd connection double the throughput?"""
+    verify_answer(ctx.report, host, CPU, "/", CPU_HASH_ANSWER)
+    results = {}
+    for connections in (1, 2):
+        log(f"e. cpu_hash: {host.name}, {connections} connection(s)")
+        results[connections] = measure(host.url + "/", CPU, connections, ctx.load)
+    value = ratio(results[2], results[1])
+    name = "e. cpu_hash (8 × FNV-1a over 1 MiB)"
+    ctx.report.rows.append(Row(name, f"{host.name}, instance_num=2", 1, results[1]))
+    ctx.report.rows.append(Row(name, f"{host.name}, instance_num=2", 2, results[2], value, "ratio: 2 conns / 1 conn"))
+    check_ratio(ctx.report, "cpu_hash, 1 worker: 2 conns / 1 conn req/s", value, 1.70)
+
+
+def scenario_workers(ctx: Context) -> None:
+    name = "b. hello, 2 workers"
+    try:
+        with host_server(ctx.config, 2, ctx.workdir) as host, baseline_server(2, ctx.workdir) as bare:
+            processes = len(process_tree(host.procs[0].pid, process_table()))
+            h, b = pair(ctx, name, host, bare, HELLO, "/", HELLO_BODY, ctx.connections, ("x-hello", "1"))
+            ctx.report.rows[-2].note = f"{processes} process(es) in the host's tree"
+            note_problems(ctx.report, host)
+    except WorkersUnsupported:
+        log("skipped: --workers not available")
+        ctx.report.rows.append(Row(name, "host (2 workers)", ctx.connections, note="skipped: --workers not available"))
+        check_ratio(ctx.report, "hello, 2 workers: host / bare req/s", None, 0.60)
+        check_ratio(ctx.report, "hello, host 2 workers / 1 worker req/s", None, 1.60)
+        return
+    check_ratio(ctx.report, "hello, 2 workers: host / bare req/s", ratio(h, b), 0.60)
+    check_ratio(ctx.report, "hello, host 2 workers / 1 worker req/s", ratio(h, ctx.hello_1w.get("host")), 1.60)
+    bare_scaling = ratio(b, ctx.hello_1w.get("bare"))
+    if bare_scaling is not None:  # what this machine allows: wrk shares the cores with the servers
+        ctx.report.notes.append(f"for comparison, bare aiohttp 2 processes / 1 process: {bare_scaling:.2f}×")
+
+
+def note_problems(report: Report, server: Server) -> None:
+    problems = server.logged_problems()
+    if problems:
+        shown = "; ".join(line[-200:] for line in problems[:3])
+        report.notes.append(f"{server.name} logged {len(problems)} warning/error line(s), e.g.: {shown}")
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def fmt_us(us: float) -> str:
+    return f"{us:.0f} µs" if abs(us) < 1000 else f"{us / 1000:.2f} ms"
+
+
+def fmt_row(row: Row) -> str:
+    r = row.result
+    if r is None:
+        return f"| {row.scenario} | {row.server} | {row.connections} | – | – | – | – | – | – | – | {row.note} |"
+    ratio_text = f"**{row.ratio:.2f}×**" if row.ratio is not None else ""
+    return (f"| {row.scenario} | {row.server} | {row.connections} | {r.rps:,.0f} | {fmt_us(r.p50_us)} | "
+            f"{fmt_us(r.p99_us)} | {r.non_2xx} | {r.socket_errors} | {fmt_share(r.others_cpu)} | {ratio_text} | "
+            f"{row.note} |")
+
+
+def fmt_share(share: float) -> str:
+    if share != share:  # NaN: not measurable here
+        return "?"
+    text = f"{share:.0%}"
+    return f"**{text}**" if share > OTHERS_CPU_WARN else text
+
+
+def fmt_check(check: Check) -> str:
+    if check.measured is None:
+        measured, verdict = "–", "not measured"
+    else:
+        measured = f"{check.measured:+.0f}{check.unit}" if check.unit != "×" else f"{check.measured:.2f}×"
+        verdict = "met" if check.passed else "**missed**"
+    return f"| {check.name} | {measured} | {check.target} | {verdict} |"
+
+
+def command_output(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=10,
+                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # read-only git
+        return (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr) else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Share of all cores busy over `seconds` before anything of ours runs."""
+    before = CpuSample.now()
+    time.sleep(seconds)
+    return CpuSample.now().others_share_since(before)
+
+
+def machine_lines(load: Load, connections: int) -> list[str]:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    wrk_version = command_output(["wrk", "-v"]).split(" [")[0]
+    return [
+        f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; "
+        f"command: `python bench/run.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores ({usable} usable); Linux {platform.release()}",
+        f"- Python {platform.python_version()}, wasmtime {version('wasmtime')}, aiohttp {version('aiohttp')}, "
+        f"uvloop {version('uvloop')} (both servers use it when installed), {wrk_version}",
+        f"- host commit: {command_output(['git', 'rev-parse', '--short', 'HEAD'])} (uncommitted changes are measured too)",
+        f"- CPU busy before the run (other processes): {load.busy_before:.0%}"
+        + ("  **— the machine was not idle; numbers are skewed**" if load.busy_before > OTHERS_CPU_WARN else ""),
+        f"- load: wrk {load.threads} thread(s), {connections} connections unless noted, "
+        f"{load.warmup} s warm-up + {load.duration} s measured per row; wrk runs on the same cores",
+    ]
+
+
+def render(report: Report, load: Load, connections: int) -> str:
+    lines = ["# wasm-faas-host benchmark", "", *machine_lines(load, connections), "",
+             "| scenario | server | conns | req/s | p50 | p99 | non-2xx | socket errors | others' CPU | host/baseline | note |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+             *[fmt_row(row) for row in report.rows], "",
+             "| check | measured | target | |", "|---|--:|--:|---|",
+             *[fmt_check(check) for check in report.checks]]
+    notes = list(report.notes)
+    suspect = [row for row in report.rows if row.result and row.result.others_cpu > OTHERS_CPU_WARN]
+    if suspect:
+        notes.append(f"{len(suspect)} row(s) ran while other processes used more than "
+                     f"{OTHERS_CPU_WARN:.0%} of the CPU (others' CPU column): rerun on a quiet machine")
+    if notes:
+        lines += ["", "Notes:", "", *[f"- {note}" for note in notes]]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="measured seconds per row (default 10)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds per row (default 2, 1 with --quick)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections for a, b, c (default 16)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--instances", type=int, default=2, help="instance_num for hello, id_1, id_2 (default 2)")
+    parser.add_argument("--quick", action="store_true", help="2 s rows, 1 s warm-up: a smoke run")
+    parser.add_argument("--only", default=",".join(SCENARIOS),
+                        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
+    args = parser.parse_args(argv)
+    args.only = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = args.only - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
+    if args.quick:
+        args.duration = min(args.duration, 2)
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 2
+    if args.duration < 1 or args.connections < 1 or args.threads < 1:
+        parser.error("--duration, --connections and --threads must be at least 1")
+    return args
+
+
+def run_scenarios(ctx: Context, only: set[str]) -> None:
+    """Rows in table order, on one 1-worker host and one 1-process baseline."""
+    with host_server(ctx.config, 1, ctx.workdir) as host, baseline_server(1, ctx.workdir) as bare:
+        if "hello" in only or "workers" in only:  # the 2-worker ratio needs the 1-worker numbers
+            scenario_hello(ctx, host, bare)
+        if "workers" in only:
+            scenario_workers(ctx)  # its own servers; the 1-worker ones idle meanwhile
+        if "demo" in only:
+            scenario_demo(ctx, host, bare)
+        if "latency" in only:
+            scenario_latency(ctx, host, bare)
+        if "cpu" in only:
+            scenario_cpu(ctx, host)
+        note_problems(ctx.report, host)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench: `wrk` is not on PATH; install it first, e.g. `sudo apt-get install wrk`", file=sys.stderr)
+        return 2
+    # Ctrl-C -> KeyboardInterrupt even if our parent ignored SIGINT (background jobs), and
+    # SIGTERM -> SystemExit: either way the finally blocks stop every server we started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    load = Load(duration=args.duration, warmup=args.warmup, threads=args.threads)
+    load.busy_before = cpu_busy()
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="wasm-faas-bench-") as tmp:
+        workdir = Path(tmp)
+        functions = workdir / "functions"
+        functions.mkdir()
+        try:
+            if "cpu" in args.only:
+                log("building bench/functions/cpu_hash.c")
+                build_cpu_hash(functions)
+            ctx = Context(load, args.connections, workdir, write_host_config(workdir, functions, args.instances), report)
+            run_scenarios(ctx, args.only)
+        except KeyboardInterrupt:
+            log("interrupted; servers stopped")
+            return 130
+        except (RuntimeError, OSError, ValueError) as error:
+            log(f"error: {error}")
+            if not report.rows:
+                return 1
+            report.notes.append(f"run aborted: {str(error).splitlines()[0]}")
+    text = render(report, load, args.connections)
+    print(text, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
