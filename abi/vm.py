@@ -283,13 +283,14 @@ class ProxyWasmVM:
                         timeout_s: float) -> int:
         token = next(self._tokens)
         future = self.services.http.dispatch(upstream, headers, body, trailers, timeout_s)
-        self.pending_calls[token] = PendingCall(token, self.effective_context, future,
-                                                time.monotonic() + timeout_s + 1.0)
+        # Calls belong to the root context, as in Envoy: the response callback gets the root
+        # context id, and the guest switches back with proxy_set_effective_context.
+        self.pending_calls[token] = PendingCall(token, ROOT_CONTEXT_ID, future, time.monotonic() + timeout_s + 1.0)
         return token
 
     def drain_calls(self, wall_deadline: float) -> None:
         """Wait for the calls in flight (guest code is not running meanwhile) and deliver each
-        result to `proxy_on_http_call_response` in the context that made the call."""
+        result to `proxy_on_http_call_response`."""
         on_response = self.guest.func("proxy_on_http_call_response")
         while self.pending_calls:
             futures = {call.future: call for call in self.pending_calls.values()}

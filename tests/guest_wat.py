@@ -96,6 +96,9 @@ CALLBACKS: dict[str, tuple[tuple[str, ...], bool]] = {
     "proxy_on_done": (("ctx",), True),
     "proxy_on_log": (("ctx",), False),
     "proxy_on_delete": (("ctx",), False),
+    "proxy_on_tick": (("ctx",), False),
+    "proxy_on_queue_ready": (("ctx", "queue"), False),
+    "proxy_on_http_call_response": (("ctx", "token", "headers", "body", "trailers"), False),
 }
 
 _KIND = {"i": "i32", "I": "i64"}
