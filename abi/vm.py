@@ -195,69 +195,86 @@ class ProxyWasmVM:
     # -- one request -------------------------------------------------------------------------------
     def handle(self, request: HttpRequest, deadline_s: float = 30.0) -> HttpResponse:
         """Run one HTTP exchange through the guest. Raises GuestTrap (the VM is then broken)."""
+        from .chain import run_chain
+
+        return run_chain([self], request, deadline_s)
+
+    def open_stream(self, request: HttpRequest, shared: Optional[StreamState], deadline_s: float) -> StreamState:
+        """Create a stream context; `shared` (another filter's stream) lends its headers and bodies."""
         if self.broken:
             raise GuestTrap("instance is broken")
-        body = request.body if request.body else request.query.encode()
-        stream = StreamState(context_id=next(self._context_ids), request=request,
-                             request_headers=list(request.headers), request_body=bytearray(body),
-                             request_trailers=list(request.trailers))
-        previous_stream, previous_effective = self.stream, self.effective_context
-        self.stream = stream
-        self.effective_context = stream.context_id
+        if shared is None:
+            body = request.body if request.body else request.query.encode()
+            stream = StreamState(context_id=next(self._context_ids), request=request,
+                                 request_headers=list(request.headers), request_body=bytearray(body),
+                                 request_trailers=list(request.trailers))
+        else:
+            stream = StreamState(context_id=next(self._context_ids), request=request,
+                                 request_headers=shared.request_headers, request_body=shared.request_body,
+                                 request_trailers=shared.request_trailers, response=shared.response,
+                                 response_body=shared.response_body)
         self._set_deadline(deadline_s)
         self._wall_deadline = time.monotonic() + deadline_s
+        self._enter(stream)
         try:
-            self._run_stream(stream)
-        except GuestTrap:
-            self.broken = True
-            raise
-        except BaseException:
-            self.broken = True
-            raise
+            if self._on_context_create is not None:
+                self._on_context_create(stream.context_id, ROOT_CONTEXT_ID)
         finally:
-            self.stream = previous_stream
-            self.effective_context = previous_effective
-        return self._final_response(stream)
+            self._leave()
+        return stream
 
-    def _run_stream(self, stream: StreamState) -> None:
-        ctx = stream.context_id
-        if self._on_context_create is not None:
-            self._on_context_create(ctx, ROOT_CONTEXT_ID)
-        has_body = bool(stream.request_body)
-        has_trailers = bool(stream.request_trailers)
-        steps: list[tuple[Optional[Callable[..., Optional[int]]], tuple[int, ...]]] = [
-            (self._on_request_headers, (ctx, len(stream.request_headers), int(not has_body and not has_trailers))),
-        ]
-        if has_body:
-            steps.append((self._on_request_body, (ctx, len(stream.request_body), int(not has_trailers))))
-        if has_trailers:
-            steps.append((self._on_request_trailers, (ctx, len(stream.request_trailers))))
-        # A Pause with nothing outstanding ends the guest's part: the client gets what it produced.
-        if self._run_steps(stream, steps) and stream.local_response is None:
-            response_steps: list[tuple[Optional[Callable[..., Optional[int]]], tuple[int, ...]]] = [
-                (self._on_response_headers, (ctx, len(stream.response.headers), int(not stream.response_body))),
-            ]
-            if stream.response_body:
-                response_steps.append((self._on_response_body, (ctx, len(stream.response_body), 1)))
-            self._run_steps(stream, response_steps)
-        self._finish_context(ctx, stream)
-
-    def _run_steps(self, stream: StreamState, steps: list) -> bool:
-        """Call callbacks in order; False when one paused, closed the stream or replied locally."""
-        for callback, args in steps:
-            if callback is None:
-                continue
-            action = callback(*args)
+    def run_step(self, stream: StreamState, step: str, end_of_stream: bool) -> bool:
+        """One stream callback (`request_headers`, `request_body`, `request_trailers`,
+        `response_headers`, `response_body`); False when the guest paused with nothing pending,
+        closed the stream or answered locally. A Pause with nothing outstanding ends the guest's
+        part: the client gets what was produced."""
+        callback, size = self._step_callback(stream, step)
+        if callback is None:
+            return True
+        self._enter(stream)
+        try:
+            action = callback(stream.context_id, size, int(end_of_stream))
             # http calls the callback started: wait for them here, run their callbacks (which may
             # resume the stream with proxy_continue_stream, or answer with a local response).
             self.drain_calls(self._wall_deadline)
-            if stream.local_response is not None or stream.closed:
+        finally:
+            self._leave()
+        if stream.local_response is not None or stream.closed:
+            return False
+        if action == Action.PAUSE:
+            if not stream.resumed:
                 return False
-            if action == Action.PAUSE:
-                if not stream.resumed:
-                    return False
-                stream.resumed = False
+            stream.resumed = False
         return True
+
+    def _step_callback(self, stream: StreamState, step: str) -> tuple[Optional[Callable[..., Optional[int]]], int]:
+        if step == "request_headers":
+            return self._on_request_headers, len(stream.request_headers)
+        if step == "request_body":
+            return self._on_request_body, len(stream.request_body)
+        if step == "request_trailers":
+            return self._on_request_trailers, len(stream.request_trailers)
+        if step == "response_headers":
+            return self._on_response_headers, len(stream.response.headers)
+        if step == "response_body":
+            return self._on_response_body, len(stream.response_body)
+        raise ValueError(f"unknown stream step {step!r}")
+
+    def close_stream(self, stream: StreamState) -> None:
+        """proxy_on_done, proxy_on_log, proxy_on_delete for the stream context."""
+        self._enter(stream)
+        try:
+            self._finish_context(stream.context_id, stream)
+        finally:
+            self._leave()
+
+    def _enter(self, stream: StreamState) -> None:
+        self._saved = (self.stream, self.effective_context)
+        self.stream = stream
+        self.effective_context = stream.context_id
+
+    def _leave(self) -> None:
+        self.stream, self.effective_context = self._saved
 
     def _finish_context(self, ctx: int, stream: StreamState) -> None:
         if self._on_done is not None and not self._on_done(ctx):
@@ -266,17 +283,6 @@ class ProxyWasmVM:
             self._on_log(ctx)
         if self._on_delete is not None:
             self._on_delete(ctx)
-
-    def _final_response(self, stream: StreamState) -> HttpResponse:
-        if stream.local_response is not None:
-            return stream.local_response
-        response = stream.response
-        response.body = bytes(stream.response_body)
-        status_header = [v for k, v in response.headers if k == ":status"]
-        if status_header and status_header[-1].isdigit():
-            response.status = int(status_header[-1])
-        response.headers = [(k, v) for k, v in response.headers if not k.startswith(":")]
-        return response
 
     # -- outbound calls --------------------------------------------------------------------------
     def start_http_call(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,

@@ -79,7 +79,7 @@ class ExecutionPolicy:
                 self.demote()
             return
         if cpu_ns > FAST_REQUEST_NS:
-            self._streak = 0
+            self._streak //= 2  # one slow request (a GC pause, a cold cache) sets promotion back, not to zero
             return
         self._streak += 1
         if not self.inline and self._streak >= self._needed:

@@ -1,0 +1,82 @@
+"""One HTTP exchange through a chain of plugin instances: filters in order, then the function.
+
+As in Envoy's filter manager, each step (request headers, then body, then trailers) passes through
+every instance before the next step starts; response steps run in reverse order. Every instance has
+its own stream context, but they share the request and response being built, so a filter can
+rewrite headers and bodies on the way. A local response, a closed stream, or a Pause with nothing
+pending stops the chain: the client gets what was produced.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .engine import GuestTrap
+from .http import HttpRequest, HttpResponse
+from .vm import ProxyWasmVM, StreamState
+
+
+def run_chain(vms: Sequence[ProxyWasmVM], request: HttpRequest, deadline_s: float) -> HttpResponse:
+    """Raises GuestTrap (and marks the failing instance broken) when a guest traps."""
+    streams: list[tuple[ProxyWasmVM, StreamState]] = []
+    current = vms[0]
+    try:
+        shared = None
+        for vm in vms:
+            current = vm
+            stream = vm.open_stream(request, shared, deadline_s)
+            shared = shared or stream
+            streams.append((vm, stream))
+        first = streams[0][1]
+        has_body, has_trailers = bool(first.request_body), bool(first.request_trailers)
+        request_steps = [("request_headers", not has_body and not has_trailers)]
+        if has_body:
+            request_steps.append(("request_body", not has_trailers))
+        if has_trailers:
+            request_steps.append(("request_trailers", True))
+        if _run(streams, request_steps) and _local_response(streams) is None:
+            response_steps = [("response_headers", not first.response_body)]
+            if first.response_body:
+                response_steps.append(("response_body", True))
+            _run(list(reversed(streams)), response_steps)
+        for vm, stream in streams:
+            current = vm
+            vm.close_stream(stream)
+    except BaseException:
+        current.broken = True
+        raise
+    return _final_response(streams)
+
+
+def _run(streams: list[tuple[ProxyWasmVM, StreamState]], steps: list[tuple[str, bool]]) -> bool:
+    for step, end_of_stream in steps:
+        for vm, stream in streams:
+            try:
+                proceed = vm.run_step(stream, step, end_of_stream)
+            except GuestTrap:
+                vm.broken = True
+                raise
+            if not proceed:
+                return False
+    return True
+
+
+def _local_response(streams: list[tuple[ProxyWasmVM, StreamState]]):
+    for _, stream in streams:
+        if stream.local_response is not None:
+            return stream.local_response
+    return None
+
+
+def _final_response(streams: list[tuple[ProxyWasmVM, StreamState]]) -> HttpResponse:
+    local = _local_response(streams)
+    if local is not None:
+        return local
+    stream = streams[0][1]
+    response = stream.response
+    response.body = bytes(stream.response_body)
+    status_header = [v for k, v in response.headers if k == ":status"]
+    if status_header and status_header[-1].isdigit():
+        response.status = int(status_header[-1])
+    response.headers = [(k, v) for k, v in response.headers if not k.startswith(":")]
+    return response
