@@ -58,6 +58,18 @@ class ServerConfig(_Model):
     _check_listen = field_validator("listen", "admin")(_address)
 
 
+class FilterConfig(_Model):
+    """A proxy-wasm filter in front of a function (auth, header rewriting, rate limiting...)."""
+
+    path: str
+    name: Optional[str] = None
+    plugin_config: Union[str, dict[str, Any]] = ""
+    plugin_config_encoding: Literal["json", "proxy-wasm-map"] = "json"
+    vm_config: Union[str, dict[str, Any]] = ""
+    root_id: str = ""
+    vm_id: str = ""
+
+
 class FunctionConfig(_Model):
     name: Optional[str] = None  # defaults to the table key (or the file stem)
     path: Optional[str] = None  # defaults to <functions_dir>/<key>.wasm when found there
@@ -78,6 +90,7 @@ class FunctionConfig(_Model):
     allowed_state_stores: Optional[list[str]] = None
     allowed_invoke_targets: Optional[list[str]] = None
     allowed_upstreams: Optional[list[str]] = None
+    filters: list[FilterConfig] = []  # request callbacks run through these in order, then the function
 
     @field_validator("md5")
     @classmethod

@@ -59,16 +59,7 @@ class Deployer:
         return module
 
     def deploy(self, spec: FunctionSpec) -> FunctionVersion:
-        """Blocking (run it in a worker thread): returns a version whose pool is full."""
-        wasm = self.read_module(spec)
-        module = self.compile(spec, wasm)
-        settings = PluginSettings(name=spec.name, plugin_config=spec.plugin_config, vm_config=spec.vm_config,
-                                  root_id=spec.root_id, vm_id=spec.vm_id,
-                                  memory_limit_bytes=spec.memory_limit_bytes,
-                                  allowed_state_stores=spec.allowed_state_stores,
-                                  allowed_invoke_targets=spec.allowed_invoke_targets,
-                                  allowed_upstreams=spec.allowed_upstreams)
-
+        """Blocking (run it in a worker thread): returns a version whose pools are full."""
         deployed: list[FunctionVersion] = []  # filled once the version exists
 
         def run_in_background(work: Callable[[ProxyWasmVM], None]) -> None:
@@ -77,33 +68,64 @@ class Deployer:
             else:
                 log.debug("function %s: background work before the version is live dropped", spec.name)
 
+        filter_pools: list[InstancePool] = []
+        eligible = True
+        try:
+            for filter_spec in spec.filters:
+                _, pool, pure, _ = self._start_pool(filter_spec, run_in_background, label=f"filter of {spec.name}: ")
+                filter_pools.append(pool)
+                eligible = eligible and pure
+            first, pool, pure, sha256 = self._start_pool(spec, run_in_background)
+        except BaseException:
+            for started in filter_pools:
+                started.close()
+            raise
+        log.info("deployed %s as id %r from %s (%d instances%s)", spec.name, first.function_id, spec.path,
+                 spec.instance_num, f", {len(filter_pools)} filter(s)" if filter_pools else "")
+        version = FunctionVersion(
+            name=spec.name, function_id=first.function_id, source=spec.path, sha256=sha256,
+            pool=pool, filter_pools=tuple(filter_pools), timeout_s=spec.timeout_s, abi_version=first.abi_version,
+            tick_period_ms=first.tick_period_ms, policy=ExecutionPolicy(eligible and pure))
+        deployed.append(version)
+        if first.abi_version == "unknown":
+            log.warning("function %s: the module exports no proxy_abi_version_* marker; treated as ABI 0.2.1",
+                        spec.name)
+        return version
+
+    def _start_pool(self, spec: FunctionSpec, run_in_background: Callable[[Callable[[ProxyWasmVM], None]], None],
+                    label: str = "") -> tuple[ProxyWasmVM, InstancePool, bool, str]:
+        """Compile `spec`'s module and start a full pool of it: (first instance, pool, inline-eligible,
+        sha256 of the module)."""
+        try:
+            wasm = self.read_module(spec)
+            module = self.compile(spec, wasm)
+        except DeployError as error:
+            raise DeployError(f"{label}{error}") from None
+        settings = PluginSettings(name=spec.name, plugin_config=spec.plugin_config, vm_config=spec.vm_config,
+                                  root_id=spec.root_id, vm_id=spec.vm_id,
+                                  memory_limit_bytes=spec.memory_limit_bytes,
+                                  allowed_state_stores=spec.allowed_state_stores,
+                                  allowed_invoke_targets=spec.allowed_invoke_targets,
+                                  allowed_upstreams=spec.allowed_upstreams)
+
         def new_instance() -> ProxyWasmVM:
             try:
                 vm = ProxyWasmVM(self.engine, self.linker, module, settings, self.services)
             except (wasmtime.WasmtimeError, GuestTrap) as error:
-                raise DeployError(f"{spec.path.name}: instantiation failed: {_first_line(error)}") from None
+                raise DeployError(f"{label}{spec.path.name}: instantiation failed: {_first_line(error)}") from None
             vm.on_background = run_in_background
             try:
                 vm.start(spec.timeout_s)
             except StartupError as error:
-                raise DeployError(f"{spec.path.name}: {error}") from None
+                raise DeployError(f"{label}{spec.path.name}: {error}") from None
             return vm
 
         first = new_instance()
         pool = InstancePool(first.function_id, new_instance, spec.instance_num, self.background, spec.max_queue)
         pool.add(first)
         pool.fill()
-        log.info("deployed %s as id %r from %s (%d instances)", spec.name, first.function_id, spec.path,
-                 spec.instance_num)
-        version = FunctionVersion(
-            name=spec.name, function_id=first.function_id, source=spec.path, sha256=hashlib.sha256(wasm).hexdigest(),
-            pool=pool, timeout_s=spec.timeout_s, abi_version=first.abi_version, tick_period_ms=first.tick_period_ms,
-            policy=ExecutionPolicy(inline_eligible(f"{i.module}.{i.name}" for i in module.imports)))
-        deployed.append(version)
-        if first.abi_version == "unknown":
-            log.warning("function %s: the module exports no proxy_abi_version_* marker; treated as ABI 0.2.1",
-                        spec.name)
-        return version
+        pure = inline_eligible(f"{i.module}.{i.name}" for i in module.imports)
+        return first, pool, pure, hashlib.sha256(wasm).hexdigest()
 
 
 def _first_line(error: BaseException) -> str:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from abi import GuestTrap, HttpRequest, HttpResponse
+from abi.chain import run_chain
 from abi.vm import ProxyWasmVM
 
 from .function import FunctionVersion
@@ -97,6 +98,11 @@ class InlineOverrun(Exception):
     """An inline run hit its short deadline; the request must be replayed in a guest thread."""
 
 
+def release_filters(version: FunctionVersion, filters: Sequence[ProxyWasmVM]) -> None:
+    for pool, member in zip(version.filter_pools, filters):
+        pool.release(member)
+
+
 class _CallChain(threading.local):
     def __init__(self) -> None:
         self.held: list[int] = []
@@ -106,19 +112,21 @@ CHAIN = _CallChain()
 
 
 def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest,
-                inline: bool = False) -> HttpResponse:
-    """Run `request` on `vm` (already acquired); always gives the instance back to its pool.
+                inline: bool = False, filters: Sequence[ProxyWasmVM] = ()) -> HttpResponse:
+    """Run `request` through `filters` (one instance per filter pool) and `vm`, all already acquired;
+    always gives the instances back to their pools.
 
-    Raises GuestTrap when the guest trapped or ran past its deadline (the instance is then
-    discarded and replaced by the pool), InlineOverrun when an inline run must be replayed.
+    Raises GuestTrap when a guest trapped or ran past its deadline (that instance is then
+    discarded and replaced by its pool), InlineOverrun when an inline run must be replayed.
     """
+    chain = [*filters, vm]
     held = CHAIN.held
-    held.append(id(vm))
+    held.extend(id(member) for member in chain)
     # Inline runs hold the loop: wall time is their cost. In a thread, CPU time excludes GIL waits.
     clock = time.perf_counter_ns if inline else time.thread_time_ns
     started = clock()
     try:
-        response = vm.handle(request, INLINE_DEADLINE_S if inline else version.timeout_s)
+        response = run_chain(chain, request, INLINE_DEADLINE_S if inline else version.timeout_s)
     except GuestTrap as trap:
         if inline and trap.interrupted:
             version.policy.demote()
@@ -134,7 +142,8 @@ def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest,
         log.exception("function %s: host error while running a request", version.function_id)
         raise
     finally:
-        held.pop()
+        del held[len(held) - len(chain):]
+        release_filters(version, filters)
         version.pool.release(vm)
     version.policy.observe(clock() - started)
     version.stats.record(response.status < 500)

@@ -36,10 +36,17 @@ class FunctionVersion:
     pool: InstancePool
     timeout_s: float
     policy: "ExecutionPolicy"
+    filter_pools: tuple[InstancePool, ...] = ()  # proxy-wasm filters in front of the function, in order
     abi_version: str = "0.2.1"
     tick_period_ms: int = 0
     deployed_at: float = field(default_factory=time.time)
     stats: FunctionStats = field(default_factory=FunctionStats)
+
+    def close(self) -> None:
+        """Retire the version: idle instances now, busy ones when their request ends."""
+        self.pool.close()
+        for pool in self.filter_pools:
+            pool.close()
 
     def describe(self) -> dict:
         pool = self.pool.stats()
@@ -50,6 +57,7 @@ class FunctionVersion:
                                                   "configured": pool["size"]},
             "requests": self.stats.requests, "errors": self.stats.errors, "replaced_instances": pool["replaced"],
             "deployed_at": self.deployed_at,
+            "filters": [p.name for p in self.filter_pools],
             "execution": {"inline_eligible": self.policy.eligible, "inline": self.policy.inline,
                           "demotions": self.policy.demotions},
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abi import GuestTrap, HttpRequest
 from abi.services import ServiceError
 
-from .execution import CHAIN, run_request
+from .execution import CHAIN, release_filters, run_request
 from .pool import PoolClosed, PoolDown, PoolTimeout, PoolWouldDeadlock
 from .router import Router
 
@@ -27,14 +27,22 @@ class InProcessInvoker:
         version = self.router.pick(function_id)
         if version is None:
             raise ServiceError(f"unknown function id {function_id!r}")
+        filters: list = []
         try:
             vm = version.pool.acquire_blocking(self.timeout_s, held=CHAIN.held)
+            try:
+                for pool in version.filter_pools:
+                    filters.append(pool.acquire_blocking(self.timeout_s, held=CHAIN.held))
+            except BaseException:
+                release_filters(version, filters)
+                version.pool.release(vm)
+                raise
         except (PoolTimeout, PoolWouldDeadlock, PoolClosed, PoolDown) as error:
             raise ServiceError(str(error)) from None
         path = method if method.startswith("/") else "/" + method
         request = HttpRequest.build("GET", path, [("id", function_id)], param, authority="localhost")
         try:
-            response = run_request(version, vm, request)
+            response = run_request(version, vm, request, filters=filters)
         except GuestTrap as trap:
             raise ServiceError(f"function {function_id!r} failed: {trap}") from None
         if not 200 <= response.status < 300:

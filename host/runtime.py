@@ -139,7 +139,7 @@ class Host:
             if old is not None:
                 log.info("function %s: %s replaced by a new version (%s)", new.function_id, record.path.name,
                          new.sha256[:12])
-                old.pool.close()  # in-flight requests finish on the old instances, which then retire
+                old.close()  # in-flight requests finish on the old instances, which then retire
         return record
 
     def _rejected(self, record: Deployment, reason: str) -> None:
@@ -154,7 +154,7 @@ class Host:
         async with record.lock:
             if record.version is not None:
                 self.router.replace(record.version, None)
-                record.version.pool.close()
+                record.version.close()
                 log.info("function %s undeployed (%s removed)", record.version.function_id, record.path.name)
             record.version = None
             record.last_outcome, record.last_error, record.last_change = "removed", None, time.time()

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from abi.maps import encode_map
 
-from .config import FunctionConfig, HostConfig
+from .config import FilterConfig, FunctionConfig, HostConfig
 
 MODULE_SUFFIXES = (".wasm", ".wat")
 SETTINGS_SUFFIX = ".toml"
@@ -42,6 +42,7 @@ class FunctionSpec:
     allowed_state_stores: Optional[tuple[str, ...]] = None
     allowed_invoke_targets: Optional[tuple[str, ...]] = None
     allowed_upstreams: Optional[tuple[str, ...]] = None
+    filters: tuple["FunctionSpec", ...] = ()
 
 
 def _optional_tuple(values: Optional[list[str]]) -> Optional[tuple[str, ...]]:
@@ -129,4 +130,14 @@ def spec_for(config: HostConfig, path: Path, override: Optional[FunctionConfig] 
         max_queue=item.max_queue if item.max_queue is not None else defaults.max_queue,
         allowed_state_stores=_optional_tuple(item.allowed_state_stores),
         allowed_invoke_targets=_optional_tuple(item.allowed_invoke_targets),
-        allowed_upstreams=_optional_tuple(item.allowed_upstreams))
+        allowed_upstreams=_optional_tuple(item.allowed_upstreams),
+        filters=tuple(_filter_spec(config, f, instances if instances > 0 else (os.cpu_count() or 1),
+                                   (item.timeout_ms or defaults.timeout_ms) / 1000) for f in item.filters))
+
+
+def _filter_spec(config: HostConfig, item: FilterConfig, instances: int, timeout_s: float) -> FunctionSpec:
+    path = config.resolve(item.path)
+    return FunctionSpec(name=item.name or path.stem, path=path, instance_num=instances, timeout_s=timeout_s,
+                        plugin_config=_config_bytes(item.plugin_config, item.plugin_config_encoding),
+                        vm_config=_config_bytes(item.vm_config), root_id=item.root_id, vm_id=item.vm_id,
+                        memory_limit_bytes=config.function_defaults.memory_limit_mb * 1024 * 1024)

@@ -75,7 +75,8 @@ class _Worker:
     index: int
     process: Optional[subprocess.Popen] = None
     started: float = 0.0
-    ready: bool = False
+    ready: bool = False  # this process registered as serving
+    served: bool = False  # some process in this slot has served (start-up is over for the slot)
     quick_deaths: int = 0
     restart_at: Optional[float] = None
 
@@ -147,18 +148,24 @@ class Supervisor:
                     and registration.get("pid") == worker.process.pid)
 
     def _await_start(self) -> bool:
-        """True once every worker serves; False if one exited first or a signal came."""
+        """True once every worker has served; False if one exited before that, or a signal came."""
         while self._stop_signal is None:
             for worker in self.workers:
+                if worker.restart_at is not None:
+                    continue  # served, then died: _watch restarts it
                 assert worker.process is not None
+                if not worker.ready and self._is_serving(worker):  # before poll(): it may serve, then die
+                    worker.ready = worker.served = True
                 code = worker.process.poll()
-                if code is not None:
-                    print(f"error: worker {worker.index} (pid {worker.process.pid}) exited with code {code} "
-                          "during start-up; stopping the other workers", file=sys.stderr)
-                    return False
-                if not worker.ready and self._is_serving(worker):
-                    worker.ready = True
-            if all(worker.ready for worker in self.workers):
+                if code is None:
+                    continue
+                if worker.served:
+                    self._died(worker, code, time.monotonic())
+                    continue
+                print(f"error: worker {worker.index} (pid {worker.process.pid}) exited with code {code} "
+                      "during start-up; stopping the other workers", file=sys.stderr)
+                return False
+            if all(worker.served for worker in self.workers):
                 log.info("all %d workers serving (pids %s)", self.count,
                          ", ".join(str(w.process.pid) for w in self.workers if w.process))
                 return True
@@ -179,7 +186,7 @@ class Supervisor:
                 code = worker.process.poll()
                 if code is None:
                     if not worker.ready and self._is_serving(worker):
-                        worker.ready = True
+                        worker.ready = worker.served = True
                         log.info("worker %d serving again (pid %d)", worker.index, worker.process.pid)
                     continue
                 self._died(worker, code, now)

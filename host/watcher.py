@@ -21,6 +21,7 @@ from .specs import SETTINGS_SUFFIX, is_module, module_for_settings
 
 log = logging.getLogger(__name__)
 
+_READ_ONLY_EVENTS = frozenset({"opened", "closed_no_write"})
 SETTLE_S = 0.02  # after close-after-write or a rename: the file is complete; only confirm its size
 
 
@@ -31,7 +32,9 @@ class _Events(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
+        # Reads (ours when deploying, or another worker's) are not changes: reacting to them
+        # would reload forever.
+        if event.is_directory or event.event_type in _READ_ONLY_EVENTS:
             return
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
         complete = event.event_type in ("closed", "moved", "deleted")

@@ -10,7 +10,7 @@ from multidict import CIMultiDict
 from abi import GuestTrap, HttpRequest, HttpResponse
 from abi.vm import ProxyWasmVM
 
-from ..execution import InlineOverrun, run_request
+from ..execution import InlineOverrun, release_filters, run_request
 from ..function import FunctionVersion
 from ..pool import PoolClosed, PoolDown, PoolTimeout
 from ..runtime import Host
@@ -53,14 +53,33 @@ def create_function_app(host: Host) -> web.Application:
         raise _Unavailable(json_error(503, "function is being replaced, retry", function=version.function_id,
                                       headers={"Retry-After": "1"}))
 
+    async def acquire_filters(version: FunctionVersion, vm: ProxyWasmVM) -> list[ProxyWasmVM]:
+        """One instance of each filter in front of the function (none for most functions)."""
+        filters: list[ProxyWasmVM] = []
+        try:
+            for pool in version.filter_pools:
+                filters.append(pool.try_acquire() or await pool.acquire(acquire_timeout))
+        except (PoolTimeout, PoolClosed, PoolDown) as error:
+            release_filters(version, filters)
+            version.pool.release(vm)
+            raise _Unavailable(json_error(503, f"filter unavailable: {error}", function=version.function_id,
+                                          headers={"Retry-After": "1"})) from None
+        except BaseException:
+            release_filters(version, filters)
+            version.pool.release(vm)
+            raise
+        return filters
+
     async def execute(version: FunctionVersion, guest_request: HttpRequest) -> HttpResponse:
         version, vm = await acquire(version)
+        filters = await acquire_filters(version, vm) if version.filter_pools else []
         if version.policy.inline:
             try:
-                return run_request(version, vm, guest_request, True)
+                return run_request(version, vm, guest_request, True, filters)
             except InlineOverrun:
                 version, vm = await acquire(version)
-        return await threads.run(run_request, version, vm, guest_request)
+                filters = await acquire_filters(version, vm) if version.filter_pools else []
+        return await threads.run(run_request, version, vm, guest_request, False, filters)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         function_id = request.headers.get("id")
