@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+from host.config import validate_config
 from tests.conftest import EXAMPLES, functions_dir, make_config
 
 # Loops forever when the request has a body, answers "alive" otherwise.
@@ -167,3 +168,13 @@ async def test_forbidden_state_store_and_invoke_target(serve, tmp_path: Path, ca
     status, _, body = await client.call("id_2", method="POST", data=b"book1")
     assert status == 500 and b"get_state failed: status 10" in body
     assert "not in allowed_state_stores" in caplog.text
+
+
+async def test_unknown_state_store_answers_internal_failure_with_a_log_line(serve, tmp_path: Path, caplog) -> None:
+    # function_2 reads store "state_demo": a host configured with another store name refuses it.
+    raw = make_config(tmp_path, functions_dir(tmp_path, EXAMPLES / "function_2.wasm")).model_dump()
+    raw["state"] = {"inventory": {"type": "memory"}}
+    client = await serve(validate_config(raw))
+    status, _, body = await client.call("id_2", method="POST", data=b"book1")
+    assert status == 500 and body == b"get_state failed: status 10\n"
+    assert "unknown state store 'state_demo' (known: inventory)" in caplog.text

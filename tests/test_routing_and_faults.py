@@ -97,3 +97,28 @@ async def test_invoke_waits_for_a_busy_pool_then_times_out(serve, tmp_path: Path
     assert 0.25 < elapsed < 2.0
     status, _, body = await client.call("id_1", "/?name=book1")
     assert (status, body) == (200, b"There are 100 inventories for book1.")
+
+
+SAME_ID_WAT = r"""
+(module
+  (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "shared")
+  (data (i32.const 32) "$BODY")
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
+  (func (export "proxy_get_id") (drop (call $set (i32.const 8) (i32.const 0) (i32.const 6) (i32.const 16) (i32.const 6))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $set (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 32) (i32.const 1)))
+    (i32.const 0)))
+"""
+
+
+async def test_modules_reporting_the_same_id_share_it_at_random(serve, tmp_path: Path) -> None:
+    folder = tmp_path / "functions"
+    folder.mkdir()
+    (folder / "first.wat").write_text(SAME_ID_WAT.replace("$BODY", "a"))
+    (folder / "second.wat").write_text(SAME_ID_WAT.replace("$BODY", "b"))
+    client = await serve(make_config(tmp_path, folder))
+    bodies = [(await client.call("shared"))[2] for _ in range(60)]
+    assert set(bodies) == {b"a", b"b"}
+    assert 10 < bodies.count(b"a") < 50  # random choice, not always the same module
