@@ -98,11 +98,8 @@ class InstancePool:
     async def acquire(self, timeout: float) -> ProxyWasmVM:
         loop = asyncio.get_running_loop()
         with self._lock:
-            if self.closed:
-                raise PoolClosed(self.name)
-            if self._idle:
-                vm = self._idle.popleft()
-                self._busy.add(id(vm))
+            vm = self._take_idle()
+            if vm is not None:
                 return vm
             self._check_can_wait()
             waiter: _LoopWaiter = (loop, loop.create_future())
@@ -119,11 +116,8 @@ class InstancePool:
     def acquire_blocking(self, timeout: float, held: Collection[int] = ()) -> ProxyWasmVM:
         """Wait in a guest thread; fail at once when only our own call chain holds the instances."""
         with self._lock:
-            if self.closed:
-                raise PoolClosed(self.name)
-            if self._idle:
-                vm = self._idle.popleft()
-                self._busy.add(id(vm))
+            vm = self._take_idle()
+            if vm is not None:
                 return vm
             if self._instances and not self._starting and self._busy <= set(held):
                 raise PoolWouldDeadlock(f"every instance of {self.name} is held by the calling chain (a call cycle)")
@@ -138,6 +132,16 @@ class InstancePool:
                     self._discard_waiter(waiter)
                     raise PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s") from None
             return waiter.result()  # handed over just as we gave up: use it
+
+    def _take_idle(self) -> Optional[ProxyWasmVM]:
+        """Lock held: an idle instance, now busy, or None; raises PoolClosed for a retired pool."""
+        if self.closed:
+            raise PoolClosed(self.name)
+        if not self._idle:
+            return None
+        vm = self._idle.popleft()
+        self._busy.add(id(vm))
+        return vm
 
     def _check_can_wait(self) -> None:
         """Lock held, nothing idle: refuse at once rather than queue without bound or for nothing."""

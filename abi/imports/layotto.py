@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ..codes import Status
 from ..services import ServiceError
 from ._registry import ImportGroup
 
 hostcall = ImportGroup()
+
+
+def _refused(vm, call: str, name: str, allowed: Optional[tuple[str, ...]], setting: str) -> bool:
+    """A capability check: refused calls are answered like unknown names, so nothing can be probed."""
+    if allowed is None or name in allowed:
+        return False
+    vm.log.warning("function %s: %s(%r) refused: not in %s", vm.function_id, call, name, setting)
+    return True
 
 
 @hostcall("iiiiii")
@@ -15,11 +25,7 @@ def proxy_get_state(vm, store_ptr: int, store_size: int, key_ptr: int, key_size:
     store = vm.read_str(store_ptr, store_size)
     key = vm.read_str(key_ptr, key_size)
     vm.guest.check_writable((ptr_ptr, 4), (size_ptr, 4))
-    allowed = vm.settings.allowed_state_stores
-    if allowed is not None and store not in allowed:
-        # Answered like an unknown store, so a function cannot probe what exists.
-        vm.log.warning("function %s: proxy_get_state(%r) refused: store not in allowed_state_stores",
-                       vm.function_id, store)
+    if _refused(vm, "proxy_get_state", store, vm.settings.allowed_state_stores, "allowed_state_stores"):
         return Status.INTERNAL_FAILURE
     try:
         value = vm.services.state.get_state(store, key)
@@ -37,10 +43,7 @@ def proxy_invoke_service(vm, id_ptr: int, id_size: int, method_ptr: int, method_
     method = vm.read_str(method_ptr, method_size)
     param = vm.guest.read(param_ptr, param_size)
     vm.guest.check_writable((ptr_ptr, 4), (size_ptr, 4))
-    allowed = vm.settings.allowed_invoke_targets
-    if allowed is not None and target not in allowed:
-        vm.log.warning("function %s: proxy_invoke_service(%r) refused: not in allowed_invoke_targets",
-                       vm.function_id, target)
+    if _refused(vm, "proxy_invoke_service", target, vm.settings.allowed_invoke_targets, "allowed_invoke_targets"):
         return Status.INTERNAL_FAILURE
     try:
         result = vm.services.invoker.invoke(target, method, param)
