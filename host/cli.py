@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -93,6 +94,9 @@ def _run_worker(args: argparse.Namespace) -> int:
     except Exception:  # noqa: BLE001 - reported on stderr; the supervisor sees the exit code
         logging.getLogger("host.worker").exception("worker %d failed", role.index)
         return 1
+    finally:  # shut down: a late SIGINT / SIGTERM (forwarded by the supervisor) must not interrupt exiting
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return 0
 
 

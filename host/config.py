@@ -48,8 +48,9 @@ class ServerConfig(_Model):
     admin_allow_any_path: bool = False  # /wasm/install may only load modules inside functions_dirs
     watch: bool = True  # deploy, update and remove functions when files in functions_dirs change
     watch_debounce_ms: int = Field(300, ge=0)  # quiet time after the last write before a reload
-    # On SIGTERM: stop accepting, then let in-flight requests finish for at most this long before
-    # they are cut; then pools are closed (root contexts retired) and state stores closed.
+    # On SIGTERM: stop accepting, then give in-flight requests this long to finish (aiohttp's two
+    # drain phases cut one still running after at most twice this); then pools are closed (root
+    # contexts retired) and state stores closed.
     shutdown_grace_ms: int = Field(10000, ge=0)
     # Processes serving the same listen port (SO_REUSEPORT) under a small supervisor; each has its
     # own instance pools (instance_num counts per worker), watcher and memory state stores.

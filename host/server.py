@@ -1,8 +1,8 @@
 """Run the host: admin listener first (readiness says INIT while functions load), then the listener.
 
 Shutdown is graceful (`RunningServer.stop`, on SIGTERM or SIGINT): stop accepting connections,
-let in-flight requests finish for at most `server.shutdown_grace_ms` (idle keep-alive connections
-are closed; a request still running after that is cancelled), stop the watcher, close the pools
+give in-flight requests `server.shutdown_grace_ms` to finish (idle keep-alive connections are
+closed; a request still running after at most twice that is cancelled), stop the watcher, close the pools
 (each instance's root context is retired: proxy_on_done / proxy_on_delete), close state stores,
 and finally the admin listener — which answers readiness DOWN during the drain.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from .watcher import FunctionWatcher
 log = logging.getLogger(__name__)
 
 SUPERVISOR_CHECK_S = 1.0  # a worker whose supervisor vanished (SIGKILL) shuts itself down
+ADMIN_SHUTDOWN_S = 1.0  # an admin request still running when the host has stopped is cut after this
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -92,7 +94,8 @@ class RunningServer:
         log.info("shutdown: complete in %.2fs", time.monotonic() - started)
 
 
-async def _serve(app: web.Application, address: str, shutdown_timeout: float = 60.0) -> tuple[web.AppRunner, int]:
+async def _serve(app: web.Application, address: str,
+                 shutdown_timeout: float = ADMIN_SHUTDOWN_S) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     host, port = _split(address)
@@ -110,7 +113,7 @@ async def _serve(app: web.Application, address: str, shutdown_timeout: float = 6
 async def start_server(config: HostConfig, *, engine_backend: Optional[str] = None,
                        role: Optional[WorkerRole] = None) -> RunningServer:
     host = Host(config, engine_backend=engine_backend)
-    grace = config.server.shutdown_grace_ms / 1000
+    grace = max(config.server.shutdown_grace_ms / 1000, 0.001)  # aiohttp reads 0 as "no limit"
     admin_runners: list[web.AppRunner] = []
     try:
         if role is None:
@@ -173,6 +176,8 @@ async def serve_forever(config: HostConfig, role: Optional[WorkerRole] = None) -
     if watchdog is not None:
         watchdog.cancel()
     await server.stop()
+    if role is not None and os.getppid() != role.supervisor_pid:
+        shutil.rmtree(role.directory, ignore_errors=True)  # the supervisor cannot clean up any more
 
 
 def run(config: HostConfig, role: Optional[WorkerRole] = None) -> None:

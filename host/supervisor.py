@@ -13,7 +13,7 @@ The supervisor loads no functions and serves no requests. It:
    supervisor exits 1 (the worker's own error is on the shared stderr);
 4. restarts a worker that dies later, after a back-off that grows while it keeps dying young;
 5. on SIGTERM / SIGINT, forwards SIGTERM to every worker (each shuts down gracefully), waits
-   `shutdown_grace_ms` plus a margin, kills stragglers, and exits 0 only if every worker did.
+   twice `shutdown_grace_ms` plus a margin, kills stragglers, and exits 0 only if every worker did.
 
 Workers stay in the supervisor's process group (a `kill -- -PGID` reaches them all) and shut
 themselves down if the supervisor disappears.
@@ -43,7 +43,15 @@ POLL_S = 0.05
 RESTART_BASE_S = 0.5  # first restart delay; doubles for each worker death within STABLE_S of its start
 RESTART_MAX_S = 30.0
 STABLE_S = 30.0  # a worker that ran this long before dying is restarted after RESTART_BASE_S again
-SHUTDOWN_MARGIN_S = 10.0  # on top of shutdown_grace_ms, before stragglers are killed
+SHUTDOWN_MARGIN_S = 10.0  # on top of a worker's longest drain, before stragglers are killed
+
+
+def _ignore_sigint() -> None:
+    """In the child before exec (the supervisor has no threads, so preexec_fn is safe): an ignored
+    signal stays ignored across exec, so Ctrl-C, which reaches the whole process group, cannot
+    interrupt a worker's start-up; the supervisor forwards it as SIGTERM, and the running server
+    installs its own SIGINT handler."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class SupervisorError(Exception):
@@ -137,7 +145,7 @@ class Supervisor:
         registration_path(self.directory, worker.index).unlink(missing_ok=True)
         command = [sys.executable, "-m", "host", "serve", "--worker-index", str(worker.index),
                    "--cluster-dir", str(self.directory)]
-        worker.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        worker.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=_ignore_sigint)
         worker.started, worker.ready, worker.restart_at = time.monotonic(), False, None
         log.info("worker %d started (pid %d)", worker.index, worker.process.pid)
 
@@ -216,7 +224,8 @@ class Supervisor:
                 worker.process.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + self.config.server.shutdown_grace_ms / 1000 + SHUTDOWN_MARGIN_S
+        # A worker's drain takes at most twice the grace period (see host/server.py).
+        deadline = time.monotonic() + 2 * self.config.server.shutdown_grace_ms / 1000 + SHUTDOWN_MARGIN_S
         clean = not failed_start
         for worker in running:
             assert worker.process is not None
@@ -226,8 +235,9 @@ class Supervisor:
                 log.error("worker %d (pid %d) did not stop in time: killed", worker.index, worker.process.pid)
                 worker.process.kill()
                 code = worker.process.wait()
-            # A worker still starting has no signal handler yet: SIGTERM simply ends it.
-            if code != 0 and not failed_start and not (code == -signal.SIGTERM and not worker.ready):
+            # Ended by our SIGTERM is a clean stop too: a worker still starting, or already past its
+            # drain (Ctrl-C reaches the workers directly), has no handler for it.
+            if code not in (0, -signal.SIGTERM) and not failed_start:
                 log.error("worker %d (pid %d) exited with code %d while stopping", worker.index,
                           worker.process.pid, code)
                 clean = False
