@@ -20,6 +20,7 @@ with the header `id: <function id>`.
   python -m host serve --config configs/redis.toml
   python -m host serve --workers 4               # 4 processes on one port, one admin API for all
   curl -H 'id: id_1' 'http://127.0.0.1:2045/?name=book1'
+  python -m host inspect my_function.wasm        # will a module built elsewhere run here?
 """
 
 
@@ -44,7 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     # Set by the supervisor when it starts a worker (host/supervisor.py); not for users.
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--cluster-dir", type=Path, help=argparse.SUPPRESS)
+    inspect = commands.add_parser(
+        "inspect", help="show a module's ABI version, imports, exports, and whether it will run here",
+        description="Print the module's proxy-wasm ABI version, its imports (and whether this host provides "
+                    "each), its exports, and a verdict. Exits 1 when the module will not run here.")
+    inspect.add_argument("module", type=Path, metavar="FILE.wasm", help="a .wasm (or .wat) module")
     return parser
+
+
+def _inspect(path: Path) -> int:
+    from .inspect import inspect_module
+
+    if not path.is_file():
+        print(f"error: no such file: {path}", file=sys.stderr)
+        return 2
+    report, runs = inspect_module(path)
+    print(report)
+    return 0 if runs else 1
 
 
 def _positive(text: str) -> int:
@@ -102,6 +119,8 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "inspect":
+        return _inspect(args.module)
     if args.cluster_dir is not None or args.worker_index is not None:
         return _run_worker(args)
     try:
