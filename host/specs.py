@@ -89,12 +89,23 @@ def watched_folders(config: HostConfig) -> list[Path]:
 
 
 def explicit_entries(config: HostConfig) -> dict[Path, tuple[str, FunctionConfig]]:
+    """[functions.<key>] tables by module path; without `path`, `<key>.wasm` (or `.wat`) in a functions folder."""
     entries = {}
     for key, item in config.functions.items():
-        if item.path is None:
-            raise DeployError(f"functions.{key}: 'path' is required")
-        entries[config.resolve(item.path)] = (key, item)
+        path = config.resolve(item.path) if item.path is not None else _find_in_folders(config, key)
+        if path is None:
+            raise DeployError(f"functions.{key}: no 'path', and no {key}.wasm or {key}.wat in functions_dirs")
+        entries[path] = (key, item)
     return entries
+
+
+def _find_in_folders(config: HostConfig, key: str) -> Optional[Path]:
+    for folder in watched_folders(config):
+        for suffix in MODULE_SUFFIXES:
+            candidate = folder / f"{key}{suffix}"
+            if candidate.is_file():
+                return candidate.resolve()
+    return None
 
 
 def discover(config: HostConfig) -> list[Path]:

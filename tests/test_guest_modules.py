@@ -76,3 +76,19 @@ async def test_hello_example(serve, tmp_path: Path) -> None:
     status, headers, body = await client.call("hello", "/greet?x=1", method="POST", headers={"greeting": "hej"})
     assert (status, body) == (200, b"hello method=POST path=/greet?x=1 greeting=hej\n")
     assert headers["x-hello"] == "1"
+
+
+async def test_function_settings_in_the_main_config_without_a_path(serve, tmp_path: Path) -> None:
+    from tests.conftest import EXAMPLES
+
+    folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
+    client = await serve(make_config(tmp_path, folder, functions={"hello": {"instance_num": 3}}))
+    assert client.server.host.router.pick("hello").pool.size == 3
+    status, readiness = await client.admin_get("/actuator/health/readiness")
+    assert status == 200
+
+
+async def test_function_settings_for_a_module_that_is_not_there(serve, tmp_path: Path) -> None:
+    client = await serve(make_config(tmp_path, functions_dir(tmp_path), functions={"ghost": {"instance_num": 1}}))
+    status, readiness = await client.admin_get("/actuator/health/readiness")
+    assert status == 503 and "no 'path', and no ghost.wasm" in readiness["details"]["failed"]["functions_dirs"]
