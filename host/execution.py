@@ -98,6 +98,11 @@ class InlineOverrun(Exception):
     """An inline run hit its short deadline; the request must be replayed in a guest thread."""
 
 
+def run_queued(version: FunctionVersion, request: HttpRequest, vm: ProxyWasmVM) -> HttpResponse:
+    """A pool job (InstancePool.submit): the pool releases the instance or runs its next job on it."""
+    return run_request(version, vm, request, release=False)
+
+
 def release_filters(version: FunctionVersion, filters: Sequence[ProxyWasmVM]) -> None:
     for pool, member in zip(version.filter_pools, filters):
         pool.release(member)
@@ -112,9 +117,9 @@ CHAIN = _CallChain()
 
 
 def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest,
-                inline: bool = False, filters: Sequence[ProxyWasmVM] = ()) -> HttpResponse:
+                inline: bool = False, filters: Sequence[ProxyWasmVM] = (), release: bool = True) -> HttpResponse:
     """Run `request` through `filters` (one instance per filter pool) and `vm`, all already acquired;
-    always gives the instances back to their pools.
+    gives the instances back to their pools (`vm` only with `release`: a queued job's pool does).
 
     Raises GuestTrap when a guest trapped or ran past its deadline (that instance is then
     discarded and replaced by its pool), InlineOverrun when an inline run must be replayed.
@@ -144,7 +149,8 @@ def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest,
     finally:
         del held[len(held) - len(chain):]
         release_filters(version, filters)
-        version.pool.release(vm)
+        if release:
+            version.pool.release(vm)
     version.policy.observe(clock() - started)
     version.stats.record(response.status < 500)
     return response

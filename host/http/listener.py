@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Tuple
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from multidict import CIMultiDict
 from abi import GuestTrap, HttpRequest, HttpResponse
 from abi.vm import ProxyWasmVM
 
-from ..execution import InlineOverrun, release_filters, run_request
+from ..execution import InlineOverrun, release_filters, run_queued, run_request
 from ..function import FunctionVersion
 from ..pool import PoolClosed, PoolDown, PoolTimeout
 from ..runtime import Host
@@ -71,15 +72,39 @@ def create_function_app(host: Host) -> web.Application:
         return filters
 
     async def execute(version: FunctionVersion, guest_request: HttpRequest) -> HttpResponse:
-        version, vm = await acquire(version)
-        filters = await acquire_filters(version, vm) if version.filter_pools else []
         if version.policy.inline:
+            version, vm = await acquire(version)
+            filters = await acquire_filters(version, vm) if version.filter_pools else []
             try:
                 return run_request(version, vm, guest_request, True, filters)
             except InlineOverrun:
-                version, vm = await acquire(version)
-                filters = await acquire_filters(version, vm) if version.filter_pools else []
-        return await threads.run(run_request, version, vm, guest_request, False, filters)
+                pass  # replayed below, in a guest thread
+        if version.filter_pools:
+            version, vm = await acquire(version)
+            filters = await acquire_filters(version, vm)
+            return await threads.run(run_request, version, vm, guest_request, False, filters)
+        return await queue_for_instance(version, guest_request)
+
+    async def queue_for_instance(version: FunctionVersion, guest_request: HttpRequest) -> HttpResponse:
+        """The guest-thread path: queue the request on the pool; a freed instance runs it in place."""
+        for _ in range(_RETRIES_ACROSS_RELOADS):
+            try:
+                return await version.pool.submit(functools.partial(run_queued, version, guest_request),
+                                                 acquire_timeout)
+            except PoolClosed:
+                current = router.pick(version.function_id)
+                if current is None:
+                    raise _Unavailable(json_error(404, f"function {version.function_id!r} was removed",
+                                                  function=version.function_id)) from None
+                version = current
+            except PoolTimeout as error:
+                raise _Unavailable(json_error(503, str(error), function=version.function_id,
+                                              headers={"Retry-After": "1"})) from None
+            except PoolDown as error:
+                raise _Unavailable(json_error(503, str(error), function=version.function_id,
+                                              headers={"Retry-After": "5"})) from None
+        raise _Unavailable(json_error(503, "function is being replaced, retry", function=version.function_id,
+                                      headers={"Retry-After": "1"}))
 
     async def handle(request: web.Request) -> web.StreamResponse:
         function_id = request.headers.get("id")
