@@ -297,6 +297,8 @@ class ProxyWasmVM:
     def drain_calls(self, wall_deadline: float) -> None:
         """Wait for the calls in flight (guest code is not running meanwhile) and deliver each
         result to `proxy_on_http_call_response`."""
+        if not self.pending_calls:
+            return
         on_response = self.guest.func("proxy_on_http_call_response")
         while self.pending_calls:
             futures = {call.future: call for call in self.pending_calls.values()}
