@@ -140,7 +140,7 @@ def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest,
             raise InlineOverrun() from None
         version.stats.record(False)
         kind = "exceeded its deadline" if trap.interrupted else "trapped"
-        log.warning("function %s %s: %s", version.function_id, kind, trap)
+        version.failure_log.warning("function %s %s: %s", version.function_id, kind, trap)
         raise
     except Exception:
         version.stats.record(False)

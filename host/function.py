@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,33 @@ class FunctionStats:
                 self.errors += 1
 
 
+class RateLimitedLog:
+    """At most `per_second` lines a second; the rest are counted and reported with the next line,
+    so a function that traps on every request cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger, per_second: int = 5):
+        self.logger = logger
+        self.per_second = per_second
+        self._window = 0
+        self._lines = 0
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def warning(self, message: str, *args: object) -> None:
+        now = int(time.monotonic())
+        with self._lock:
+            if now != self._window:
+                self._window, self._lines = now, 0
+            if self._lines >= self.per_second:
+                self._suppressed += 1
+                return
+            self._lines += 1
+            suppressed, self._suppressed = self._suppressed, 0
+        if suppressed:
+            message += f" ({suppressed} similar lines suppressed)"
+        self.logger.warning(message, *args)
+
+
 @dataclass
 class FunctionVersion:
     name: str  # configured name (plugin_name)
@@ -41,6 +69,7 @@ class FunctionVersion:
     tick_period_ms: int = 0
     deployed_at: float = field(default_factory=time.time)
     stats: FunctionStats = field(default_factory=FunctionStats)
+    failure_log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(logging.getLogger("host.execution")))
 
     def close(self) -> None:
         """Retire the version: idle instances now, busy ones when their request ends."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import os
@@ -16,6 +17,8 @@ import wasmtime
 from abi.engine import WasmEngine
 
 log = logging.getLogger(__name__)
+
+MEMORY_ENTRIES = 64  # compiled modules kept in memory beyond those in use
 
 
 def default_cache_dir() -> Path:
@@ -32,7 +35,8 @@ class ModuleCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         # Artifacts are only valid for the same wasmtime build and engine settings.
         self._fingerprint = f"wasmtime-{version('wasmtime')}/epoch/static-memory".encode()
-        self._loaded: dict[str, wasmtime.Module] = {}
+        # Recently loaded modules by key; pools keep the ones in use alive, this only saves reloads.
+        self._loaded: "collections.OrderedDict[str, wasmtime.Module]" = collections.OrderedDict()
         self._lock = threading.Lock()
         self.compiled = 0  # counters, read by tests and the admin API
         self.disk_hits = 0
@@ -47,6 +51,7 @@ class ModuleCache:
         with self._lock:
             module = self._loaded.get(key)
             if module is not None:
+                self._loaded.move_to_end(key)
                 self.memory_hits += 1
                 return module
         path = self.directory / f"{key}.cwasm"
@@ -61,6 +66,8 @@ class ModuleCache:
                 self.disk_hits += 1
         with self._lock:
             self._loaded[key] = module
+            while len(self._loaded) > MEMORY_ENTRIES:
+                self._loaded.popitem(last=False)
         return module
 
     def _from_disk(self, path: Path) -> Optional[wasmtime.Module]:

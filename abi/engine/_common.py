@@ -86,8 +86,8 @@ class GuestBase:
         self.instance = instance
         self.owner = owner
         self.pending_error = None
-        self._exports = instance.exports(store)
-        memory = self._exports.get("memory")
+        self._export_cache: dict[str, Any] = {}
+        memory = self.export("memory")
         self._memory: Optional[wasmtime.Memory] = memory if isinstance(memory, wasmtime.Memory) else None
         self._view: memoryview = memoryview(b"")
         self._size = 0
@@ -140,14 +140,18 @@ class GuestBase:
         return self._size
 
     # -- exports ------------------------------------------------------------------------------
-    def export_names(self) -> list[str]:
-        return [name for name, _ in self._module_exports()]
+    def export(self, name: str) -> Any:
+        """The export called `name` (a Func, Memory, ...) or None; looked up once."""
+        if name not in self._export_cache:
+            self._export_cache[name] = self._find_export(name)
+        return self._export_cache[name]
 
-    def _module_exports(self) -> list[tuple[str, Any]]:
-        return [(name, self._exports[name]) for name in self._exports]
+    def _find_export(self, name: str) -> Any:
+        # wasmtime-py builds the whole export map (cost grows with the square of the export count).
+        return self.instance.exports(self.store).get(name)
 
     def has_export(self, name: str) -> bool:
-        return isinstance(self._exports.get(name), wasmtime.Func)
+        return isinstance(self.export(name), wasmtime.Func)
 
     def func(self, name: str) -> Optional[Callable[..., Optional[int]]]:
         """A callable for export `name`, resolved once; None when the module lacks it."""

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import wasmtime
 from wasmtime import _ffi as ffi
+from wasmtime._extern import wrap_extern
 
 from ._common import ACTIVE, I32, GuestBase, GuestMemoryError, HostFunction, trap_from_wasmtime
 
@@ -101,10 +102,18 @@ class FastGuest(GuestBase):
         self._context = ctypes.cast(store._context(), c_void_p).value
         self._funcs: dict[str, Optional[Callable[..., Optional[int]]]] = {}
 
+    def _find_export(self, name: str) -> Any:
+        """One export by name (wasmtime_instance_export_get), without enumerating all of them."""
+        encoded = name.encode()
+        item = ffi.wasmtime_extern_t()
+        found = ffi.wasmtime_instance_export_get(self.store._context(), ctypes.byref(self.instance._instance),
+                                                 encoded, len(encoded), ctypes.byref(item))
+        return wrap_extern(item) if found else None
+
     def func(self, name: str) -> Optional[Callable[..., Optional[int]]]:
         if name in self._funcs:
             return self._funcs[name]
-        export = self._exports.get(name)
+        export = self.export(name)
         call = self._make_call(export) if isinstance(export, wasmtime.Func) else None
         self._funcs[name] = call
         return call

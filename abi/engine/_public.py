@@ -42,7 +42,7 @@ class PublicGuest(GuestBase):
     def func(self, name: str) -> Optional[Callable[..., Optional[int]]]:
         if name in self._funcs:
             return self._funcs[name]
-        export = self._exports.get(name)
+        export = self.export(name)
         call = self._make_call(export) if isinstance(export, wasmtime.Func) else None
         self._funcs[name] = call
         return call
