@@ -8,10 +8,10 @@ string when the body is empty) -> trailers -> response headers/body -> done -> l
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import logging
 import math
+import queue
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -22,7 +22,8 @@ from .codes import Action
 from .engine import EPOCH_TICK_SECONDS, Guest, GuestMemoryError, GuestTrap, HostLinker, WasmEngine
 from .http import HttpRequest, HttpResponse
 from .maps import HeaderList
-from .services import HostServices, HttpCallResult
+from .outbound import CallEvent, PendingCall, PendingGrpcCall, PendingGrpcStream, PendingHttpCall, http_result
+from .services import HostServices
 
 ROOT_CONTEXT_ID = 1
 
@@ -48,14 +49,6 @@ class PluginSettings:
     allowed_state_stores: Optional[tuple[str, ...]] = None  # None: every configured store
     allowed_invoke_targets: Optional[tuple[str, ...]] = None  # None: every function id
     allowed_upstreams: Optional[tuple[str, ...]] = None  # None: every configured upstream
-
-
-@dataclass
-class PendingCall:
-    token: int
-    context_id: int
-    future: "concurrent.futures.Future[HttpCallResult]"
-    deadline: float  # monotonic time after which the host gives up waiting
 
 
 @dataclass
@@ -93,10 +86,13 @@ class ProxyWasmVM:
         self._context_ids = itertools.count(ROOT_CONTEXT_ID + 1)
         self.broken = False
         self.abi_version = _abi_version(self.guest)
-        # Outbound calls in flight, their results while a callback reads them, proxy_get_status.
+        # Outbound calls in flight (abi/outbound.py), the (token, event) pairs they post from other
+        # threads, what the call callback now running may read (buffers 4/5, maps 4-7), proxy_get_status.
         self.pending_calls: dict[int, PendingCall] = {}
         self._tokens = itertools.count(1)
-        self.http_call_response: Optional[HttpCallResult] = None
+        self._inbox: "queue.SimpleQueue[tuple[int, CallEvent]]" = queue.SimpleQueue()
+        self.call_buffers: dict[int, bytes] = {}
+        self.call_maps: dict[int, HeaderList] = {}
         self.last_status: tuple[int, bytes] = (0, b"")
         self.tick_period_ms = 0
         self._wall_deadline = 0.0
@@ -162,6 +158,7 @@ class ProxyWasmVM:
             self.drain_calls(time.monotonic() + deadline_s)
         except GuestTrap as trap:
             self.broken = True
+            self.cancel_calls()
             raise StartupError(f"start-up trapped: {trap}") from trap
 
     def _read_function_id(self) -> None:
@@ -177,6 +174,7 @@ class ProxyWasmVM:
 
     def close(self) -> None:
         """Retire the root context (proxy_on_done / proxy_on_delete), ignoring a broken guest."""
+        self.cancel_calls()
         if self.broken:
             return
         try:
@@ -234,9 +232,12 @@ class ProxyWasmVM:
         self._enter(stream)
         try:
             action = callback(stream.context_id, size, int(end_of_stream))
-            # http calls the callback started: wait for them here, run their callbacks (which may
+            # Calls the callback started: wait for them here, run their callbacks (which may
             # resume the stream with proxy_continue_stream, or answer with a local response).
             self.drain_calls(self._wall_deadline)
+        except GuestTrap:
+            self.cancel_calls()
+            raise
         finally:
             self._leave()
         if stream.local_response is not None or stream.closed:
@@ -284,52 +285,79 @@ class ProxyWasmVM:
         if self._on_delete is not None:
             self._on_delete(ctx)
 
-    # -- outbound calls --------------------------------------------------------------------------
+    # -- outbound calls (abi/outbound.py) ---------------------------------------------------------
     def start_http_call(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,
                         timeout_s: float) -> int:
         token = next(self._tokens)
         future = self.services.http.dispatch(upstream, headers, body, trailers, timeout_s)
-        # Calls belong to the root context, as in Envoy: the response callback gets the root
-        # context id, and the guest switches back with proxy_set_effective_context.
-        self.pending_calls[token] = PendingCall(token, ROOT_CONTEXT_ID, future, time.monotonic() + timeout_s + 1.0)
+        future.add_done_callback(lambda done: self._inbox.put((token, http_result(done))))
+        self.pending_calls[token] = PendingHttpCall(token, time.monotonic() + timeout_s + 1.0, future)
+        return token
+
+    def start_grpc_call(self, upstream: str, service: str, method: str, metadata: HeaderList, message: bytes,
+                        timeout_s: float) -> int:
+        """Raises ServiceError when the host cannot send the call."""
+        token = next(self._tokens)
+        handle = self.services.grpc.call(upstream, service, method, metadata, message, timeout_s,
+                                         lambda event: self._inbox.put((token, event)))
+        # The upstream enforces the timeout (DEADLINE_EXCEEDED); the host's own deadline is a backstop.
+        self.pending_calls[token] = PendingGrpcCall(token, time.monotonic() + timeout_s + 1.0, handle)
+        return token
+
+    def start_grpc_stream(self, upstream: str, service: str, method: str, metadata: HeaderList) -> int:
+        """Raises ServiceError when the host cannot open the stream."""
+        token = next(self._tokens)
+        handle = self.services.grpc.stream(upstream, service, method, metadata,
+                                           lambda event: self._inbox.put((token, event)))
+        self.pending_calls[token] = PendingGrpcStream(token, math.inf, handle)
         return token
 
     def drain_calls(self, wall_deadline: float) -> None:
-        """Wait for the calls in flight (guest code is not running meanwhile) and deliver each
-        result to `proxy_on_http_call_response`."""
+        """Wait for the calls in flight (guest code is not running, the GIL is released) and hand
+        each event, in arrival order, to its call, which runs the guest's callback — until no call
+        is left. A call past its own deadline is stopped and told so; past `wall_deadline` the
+        guest is interrupted (its caller then cancels what is still in flight)."""
         if not self.pending_calls:
             return
-        on_response = self.guest.func("proxy_on_http_call_response")
         while self.pending_calls:
-            futures = {call.future: call for call in self.pending_calls.values()}
-            wait_until = min(min(c.deadline for c in futures.values()), wall_deadline)
-            done, _ = concurrent.futures.wait(futures, timeout=max(0.0, wait_until - time.monotonic()),
-                                              return_when=concurrent.futures.FIRST_COMPLETED)
-            if not done:
+            soonest = min(self.pending_calls.values(), key=lambda call: call.deadline)
+            wait_until = min(soonest.deadline, wall_deadline)
+            try:
+                token, event = self._inbox.get(timeout=max(0.0, wait_until - time.monotonic()))
+            except queue.Empty:
                 if time.monotonic() >= wall_deadline:
-                    raise GuestTrap("request deadline passed while waiting for http calls", interrupted=True)
-                call = min(futures.values(), key=lambda c: c.deadline)
-                call.future.cancel()
-                result = HttpCallResult(0, [], b"", error="timeout")
-            else:
-                call = futures[next(iter(done))]
-                result = call.future.result()
-            del self.pending_calls[call.token]
-            self._deliver_http_response(on_response, call, result)
+                    raise GuestTrap("request deadline passed while waiting for outbound calls", interrupted=True)
+                token, event = soonest.token, soonest.expire()
+            call = self.pending_calls.get(token)
+            if call is not None:  # else a late event of a call that was cancelled, closed or expired
+                call.deliver(self, event)
         self._set_deadline(max(0.0, wall_deadline - time.monotonic()))
 
-    def _deliver_http_response(self, on_response: Optional[Callable[..., Optional[int]]], call: PendingCall,
-                               result: HttpCallResult) -> None:
-        self.http_call_response = result
-        self.last_status = (result.status, (result.error or "").encode())
+    def run_call_callback(self, name: str, token: int, *args: int, buffers: Optional[dict[int, bytes]] = None,
+                          maps: Optional[dict[int, HeaderList]] = None,
+                          status: Optional[tuple[int, bytes]] = None) -> None:
+        """Call `name(ROOT_CONTEXT_ID, token, *args)` with `buffers` and `maps` readable meanwhile."""
+        if status is not None:
+            self.last_status = status
+        callback = self.guest.func(name)
+        if callback is None:
+            return
         previous = self.effective_context
-        self.effective_context = call.context_id
+        self.call_buffers, self.call_maps, self.effective_context = buffers or {}, maps or {}, ROOT_CONTEXT_ID
         try:
-            if on_response is not None:
-                on_response(call.context_id, call.token, len(result.headers), len(result.body), len(result.trailers))
+            callback(ROOT_CONTEXT_ID, token, *args)
         finally:
-            self.http_call_response = None
-            self.effective_context = previous
+            self.call_buffers, self.call_maps, self.effective_context = {}, {}, previous
+
+    def grpc_call(self, token: int) -> Optional[PendingGrpcCall]:
+        call = self.pending_calls.get(token)
+        return call if isinstance(call, PendingGrpcCall) else None
+
+    def cancel_calls(self) -> None:
+        """Abandon every call in flight (the guest trapped, or the instance retires): no callback runs."""
+        calls, self.pending_calls = list(self.pending_calls.values()), {}
+        for call in calls:
+            call.cancel()
 
     # -- root-context work outside requests (timers, queues) ------------------------------------------
     def set_tick_period(self, period_ms: int) -> None:
@@ -354,6 +382,7 @@ class ProxyWasmVM:
             self.drain_calls(time.monotonic() + deadline_s)
         except GuestTrap:
             self.broken = True
+            self.cancel_calls()
             raise
 
     # -- logging helper ------------------------------------------------------------------------------

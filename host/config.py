@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.toml"
@@ -31,6 +31,9 @@ def _address(value: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     return value
+
+
+_Address = Annotated[str, AfterValidator(_address)]
 
 
 class ServerConfig(_Model):
@@ -134,6 +137,7 @@ class HostConfig(_Model):
     functions: dict[str, FunctionConfig] = {}
     state: dict[str, StateStoreConfig] = {}
     upstreams: dict[str, str] = {}  # proxy_http_call targets: name -> base URL (http:// or https://)
+    grpc_upstreams: dict[str, _Address] = {}  # proxy_grpc_call / proxy_grpc_stream targets: name -> HOST:PORT
     base_dir: str = "."  # relative paths are resolved against the config file's folder
 
     @field_validator("upstreams")

@@ -21,6 +21,7 @@ from abi import HostServices, WasmEngine, all_host_functions
 from abi.engine import GuestTrap
 from abi.vm import ProxyWasmVM
 
+from .components.grpc_upstreams import GrpcUpstreams
 from .components.state import StateService
 from .components.upstreams import HttpUpstreams
 from .config import FunctionConfig, HostConfig
@@ -75,6 +76,8 @@ class Host:
                                      logger=logging.getLogger("wasm.guest"))
         self.upstreams = HttpUpstreams(config.upstreams)
         self.services.http = self.upstreams
+        self.grpc_upstreams = GrpcUpstreams(config.grpc_upstreams)
+        self.services.grpc = self.grpc_upstreams
         self.threads = GuestThreads()
         self.deployer = Deployer(self.engine, self.linker, self.cache, self.services, self.threads)
         self.deployer.on_background = self.run_in_background
@@ -248,6 +251,7 @@ class Host:
         for task in list(self._background):
             task.cancel()
         await self.upstreams.close()
+        self.grpc_upstreams.close()
         versions = self.router.versions()
         for version in versions:
             self.router.remove(version)

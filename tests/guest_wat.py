@@ -67,7 +67,9 @@ ENV: dict[str, tuple[str, bool]] = {
     "proxy_record_metric": ("iI", True),
     "proxy_get_metric": ("ii", True),
     "proxy_call_foreign_function": ("iiiiii", True),
-    # Linked but not implemented yet: they answer Unimplemented (12).
+    "proxy_grpc_call": ("iiiiiiiiiiii", True),
+    "proxy_grpc_stream": ("iiiiiiiii", True),
+    "proxy_grpc_send": ("iiii", True),
     "proxy_grpc_cancel": ("i", True),
     "proxy_grpc_close": ("i", True),
 }
@@ -99,6 +101,10 @@ CALLBACKS: dict[str, tuple[tuple[str, ...], bool]] = {
     "proxy_on_tick": (("ctx",), False),
     "proxy_on_queue_ready": (("ctx", "queue"), False),
     "proxy_on_http_call_response": (("ctx", "token", "headers", "body", "trailers"), False),
+    "proxy_on_grpc_receive_initial_metadata": (("ctx", "token", "headers"), False),
+    "proxy_on_grpc_receive": (("ctx", "token", "size"), False),
+    "proxy_on_grpc_receive_trailing_metadata": (("ctx", "token", "trailers"), False),
+    "proxy_on_grpc_close": (("ctx", "token", "status"), False),
 }
 
 _KIND = {"i": "i32", "I": "i64"}

@@ -14,8 +14,8 @@ from typing import Union
 
 import pytest
 
-from abi.imports import (buffers, calls, header_maps, layotto, logging_time, metrics, properties, shared_state,
-                         stream_control)
+from abi.imports import (buffers, calls, grpc_calls, header_maps, layotto, logging_time, metrics, properties,
+                         shared_state, stream_control)
 from tests.conftest import EXAMPLES, functions_dir, make_config
 from tests.guest_wat import PAGE, RET_PTR, RET_SIZE, U32_A, U32_B, U64, Results, WatGuest, serialize_map, write_guest
 
@@ -118,6 +118,16 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
         add(name, upstream_data=key, upstream_size=key_len, headers_data=empty_map, headers_size=4,
             body_data=value, body_size=4, trailers_data=empty_map, trailers_size=4, timeout=1000,
             return_token=U32_A)
+    # gRPC: the pointers are checked before the upstream (unknown here) or the token (none is open).
+    service, method = g.s("echo.Echo"), g.s("Say")
+    add("proxy_grpc_call", upstream_data=key, upstream_size=key_len, service_name_data=service[0],
+        service_name_size=service[1], method_name_data=method[0], method_name_size=method[1],
+        initial_metadata_data=empty_map, initial_metadata_size=4, message_data=value, message_size=4,
+        timeout=1000, return_call_id=U32_A)
+    add("proxy_grpc_stream", upstream_data=key, upstream_size=key_len, service_name_data=service[0],
+        service_name_size=service[1], method_name_data=method[0], method_name_size=method[1],
+        initial_metadata_data=empty_map, initial_metadata_size=4, return_stream_id=U32_A)
+    add("proxy_grpc_send", stream_id=99, message_data=value, message_size=4, end_stream=0)
     add("proxy_call_foreign_function", name_data=key, name_size=key_len, args_data=value, args_size=4,
         return_data=RET_PTR, return_size=RET_SIZE)
     expected = {label: INVALID_MEMORY_ACCESS for label, _, _ in cases}
@@ -134,6 +144,8 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
         ("proxy_set_tick_period_milliseconds", (0,), 0),  # 0 disables the timer: Ok
         ("proxy_increment_metric", (99, 1), 1),  # no metric 99: NotFound
         ("proxy_record_metric", (99, 1), 1),
+        ("proxy_grpc_cancel", (99,), 1),  # no call or stream 99: NotFound
+        ("proxy_grpc_close", (99,), 1),
         ("proxy_close_stream", (1,), 0),  # last: it ends the stream after this callback (Ok)
     ]
     for name, args, status in no_pointer:
@@ -144,7 +156,8 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
 
 
 def implemented_env_imports() -> set[str]:
-    groups = [logging_time, buffers, header_maps, properties, stream_control, layotto, shared_state, metrics, calls]
+    groups = [logging_time, buffers, header_maps, properties, stream_control, layotto, shared_state, metrics, calls,
+              grpc_calls]
     return {f.name for group in groups for f in group.hostcall.functions}
 
 

@@ -18,7 +18,7 @@ from tests.conftest import EXAMPLES, functions_dir, make_config
 from tests.guest_wat import (RET, U32_A, U32_B, U64, Results, WatGuest, failure, parse_map, serialize_map,
                              write_guest)
 
-OK, NOT_FOUND, BAD_ARGUMENT, UNIMPLEMENTED = 0, 1, 2, 12
+OK, NOT_FOUND, BAD_ARGUMENT = 0, 1, 2
 WASI_BADF, WASI_NOTSUP = 8, 58
 APPEND = 0xFFFFFFFF  # start = max size_t: the SDKs' way to append
 
@@ -238,17 +238,6 @@ async def test_effective_context_and_done(serve, tmp_path: Path) -> None:
     assert status == 200
     r = Results(body)
     assert [r.u32() for _ in calls] == [BAD_ARGUMENT, OK, OK, NOT_FOUND]
-
-
-async def test_not_yet_implemented_imports_answer_unimplemented(serve, tmp_path: Path) -> None:
-    g = WatGuest()
-    calls = [g.call("proxy_grpc_cancel", 1), g.call("proxy_grpc_close", 1)]
-    client = await start(serve, tmp_path, later=g.module(
-        proxy_on_request_headers=f"{u32s(calls)}\n    (call $flush)\n    (i32.const 0)"))
-    status, _, body = await client.call("later")
-    assert status == 200
-    r = Results(body)
-    assert [r.u32() for _ in calls] == [UNIMPLEMENTED] * len(calls)
 
 
 async def test_module_with_missing_import_is_refused(serve, tmp_path: Path) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ..engine import HostFunction
-from . import (buffers, calls, header_maps, layotto, logging_time, metrics, not_yet, properties, shared_state,
+from . import (buffers, calls, grpc_calls, header_maps, layotto, logging_time, metrics, properties, shared_state,
                stream_control, wasi)
 
 
 def all_host_functions() -> list[HostFunction]:
     groups = [logging_time, buffers, header_maps, properties, stream_control, layotto, shared_state, metrics,
-              calls, not_yet]
+              calls, grpc_calls]
     functions = [f for group in groups for f in group.hostcall.functions]
     return functions + wasi.functions()

@@ -21,8 +21,9 @@ def _buffer(vm, buffer_type: int) -> Union[bytearray, bytes, int]:
         return stream.request_body
     if buffer_type == BufferType.HTTP_RESPONSE_BODY and stream is not None:
         return stream.response_body
-    if buffer_type == BufferType.HTTP_CALL_RESPONSE_BODY and vm.http_call_response is not None:
-        return vm.http_call_response.body
+    received = vm.call_buffers.get(buffer_type)  # buffer 4 or 5, in an http/gRPC call callback
+    if received is not None:
+        return received
     if buffer_type == BufferType.VM_CONFIGURATION:
         return vm.settings.vm_config
     if buffer_type == BufferType.PLUGIN_CONFIGURATION:

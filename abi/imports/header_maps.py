@@ -16,12 +16,9 @@ _MAX_MAP_TYPE = max(MapType)
 def _map(vm, map_type: int) -> Union[HeaderList, int]:
     if map_type > _MAX_MAP_TYPE:
         return Status.BAD_ARGUMENT
-    call_response = vm.http_call_response
-    if call_response is not None:
-        if map_type == MapType.HTTP_CALL_RESPONSE_HEADERS:
-            return call_response.headers
-        if map_type == MapType.HTTP_CALL_RESPONSE_TRAILERS:
-            return call_response.trailers
+    received = vm.call_maps.get(map_type)  # maps 4-7, in an http/gRPC call callback
+    if received is not None:
+        return received
     stream = vm.stream
     if stream is None:
         return Status.NOT_FOUND
