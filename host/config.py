@@ -43,6 +43,7 @@ class ServerConfig(_Model):
     cache_dir: Optional[str] = None  # compiled-module cache; default: $XDG_CACHE_HOME/wasm-faas
     invoke_timeout_ms: int = Field(3000, gt=0)  # proxy_invoke_service: wait for the target, run it
     acquire_timeout_ms: int = Field(10000, gt=0)  # an HTTP request waiting for a free instance
+    request_timeout_ms: int = Field(60000, gt=0)  # the whole request (waiting + guest + its calls) -> 504
     max_invoke_depth: int = Field(8, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)  # larger request bodies answer 413
     max_header_bytes: int = Field(8190, gt=0)  # one header line / field; larger answers 400

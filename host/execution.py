@@ -36,8 +36,9 @@ PROMOTE_AFTER = 64
 MAX_PROMOTE_AFTER = 1 << 20
 
 # Host imports that neither block nor have effects outside the instance. (proxy_get_state may
-# block on Redis; proxy_invoke_service runs another function; future http/grpc/shared-data/queue
-# calls have effects: modules importing any of those always run in guest threads.)
+# block on Redis; proxy_invoke_service runs another function; http/gRPC calls, shared data, queues,
+# metrics and timers have effects a replay would repeat: modules importing any of those always run
+# in guest threads.)
 INLINE_SAFE_IMPORTS = frozenset({
     "env.proxy_log", "env.proxy_get_log_level", "env.proxy_get_current_time_nanoseconds",
     "env.proxy_get_buffer_bytes", "env.proxy_set_buffer_bytes", "env.proxy_get_buffer_status",

@@ -220,7 +220,10 @@ class Host:
         return failed
 
     async def refresh_health(self) -> None:
-        self.component_health = await self.threads.run(self.state.health)
+        self.component_health = await self.threads.run(self._probe_components)
+
+    def _probe_components(self) -> dict[str, tuple[bool, str]]:
+        return {**self.state.health(), **self.upstreams.health()}
 
     async def _watch_health(self) -> None:
         while True:

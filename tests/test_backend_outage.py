@@ -95,3 +95,22 @@ async def test_redis_down_then_back(serve, tmp_path: Path, private_redis: RedisP
         return await _readiness(client) == "UP"
     await _eventually(up)
     assert (await client.call("id_1", "/?name=book1"))[2] == b"There are 42 inventories for book1."
+
+
+async def test_unreachable_upstream_makes_readiness_down_until_it_answers(serve, tmp_path: Path) -> None:
+    from aiohttp import web
+
+    port = _free_port()
+    client = await serve(make_config(tmp_path, functions_dir(tmp_path, EXAMPLES / "hello.wasm"),
+                                     upstreams={"api": f"http://127.0.0.1:{port}"}))
+    status, readiness = await client.admin_get("/actuator/health/readiness")
+    assert status == 503 and readiness["details"]["components"]["upstream:api"]["status"] == "DOWN"
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async def up() -> bool:
+            return await _readiness(client) == "UP"
+        await _eventually(up)
+    finally:
+        await runner.cleanup()

@@ -178,3 +178,15 @@ async def test_unknown_state_store_answers_internal_failure_with_a_log_line(serv
     status, _, body = await client.call("id_2", method="POST", data=b"book1")
     assert status == 500 and body == b"get_state failed: status 10\n"
     assert "unknown state store 'state_demo' (known: inventory)" in caplog.text
+
+
+async def test_overall_request_timeout(serve, tmp_path: Path, c_guests: Path) -> None:
+    config = make_config(tmp_path, functions_dir(tmp_path, c_guests / "slow.wasm"),
+                         function_defaults={"instance_num": 1}, server={"request_timeout_ms": 200})
+    client = await serve(config)
+    started = time.perf_counter()
+    status, _, body = await client.call("slow", headers={"x-sleep-ms": "600"})
+    assert status == 504 and b"took longer than 0.2s" in body
+    assert time.perf_counter() - started < 0.5
+    await asyncio.sleep(0.6)  # the guest finished on its own deadline and freed the instance
+    assert (await client.call("slow", headers={"x-sleep-ms": "0"}))[0] == 200

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import socket
+import urllib.parse
 from typing import Optional
 
 import aiohttp
@@ -35,6 +37,10 @@ class HttpUpstreams:
     def has_upstream(self, name: str) -> bool:
         return name in self.upstreams
 
+    def health(self) -> dict[str, tuple[bool, str]]:
+        """Blocking (run it in a thread): can each upstream be connected to?"""
+        return {f"upstream:{name}": _reachable(url) for name, url in self.upstreams.items()}
+
     def dispatch(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,
                  timeout_s: float) -> "concurrent.futures.Future[HttpCallResult]":
         if self._loop is None:
@@ -61,3 +67,13 @@ class HttpUpstreams:
             return HttpCallResult(0, [], b"", error=f"timeout after {timeout_s:g}s calling {upstream}")
         except aiohttp.ClientError as error:
             return HttpCallResult(0, [], b"", error=f"{upstream}: {error}")
+
+
+def _reachable(url: str, timeout_s: float = 0.5) -> tuple[bool, str]:
+    parsed = urllib.parse.urlsplit(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", port), timeout=timeout_s):
+            return True, url
+    except OSError as error:
+        return False, f"{url}: {error.strerror or error}"

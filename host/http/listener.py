@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Tuple
 
@@ -30,6 +31,7 @@ def create_function_app(host: Host) -> web.Application:
     threads = host.threads
     acquire_timeout = host.config.server.acquire_timeout_ms / 1000
     max_body = host.config.server.max_body_bytes
+    request_timeout = host.config.server.request_timeout_ms / 1000
 
     async def acquire(version: FunctionVersion) -> Tuple[FunctionVersion, ProxyWasmVM]:
         """An instance of the function's current version; follows a reload that retired `version`."""
@@ -79,11 +81,17 @@ def create_function_app(host: Host) -> web.Application:
                 return run_request(version, vm, guest_request, True, filters)
             except InlineOverrun:
                 pass  # replayed below, in a guest thread
-        if version.filter_pools:
-            version, vm = await acquire(version)
-            filters = await acquire_filters(version, vm)
-            return await threads.run(run_request, version, vm, guest_request, False, filters)
-        return await queue_for_instance(version, guest_request)
+        try:
+            async with asyncio.timeout(request_timeout):
+                if version.filter_pools:
+                    version, vm = await acquire(version)
+                    filters = await acquire_filters(version, vm)
+                    return await threads.run(run_request, version, vm, guest_request, False, filters)
+                return await queue_for_instance(version, guest_request)
+        except TimeoutError:
+            # The guest, if it is running, is still bounded by its own deadline; the client is not kept.
+            raise _Unavailable(json_error(504, f"request to {version.function_id!r} took longer than "
+                                               f"{request_timeout:g}s", function=version.function_id)) from None
 
     async def queue_for_instance(version: FunctionVersion, guest_request: HttpRequest) -> HttpResponse:
         """The guest-thread path: queue the request on the pool; a freed instance runs it in place."""
