@@ -27,12 +27,6 @@ from .services import HostServices
 
 ROOT_CONTEXT_ID = 1
 
-STREAM_CALLBACKS = (
-    "proxy_on_context_create", "proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers",
-    "proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers", "proxy_on_done",
-    "proxy_on_log", "proxy_on_delete", "proxy_on_vm_start", "proxy_on_configure",
-)
-
 
 class StartupError(Exception):
     """The module could not be started as a plugin (trap, or a start-up callback returned false)."""

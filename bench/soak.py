@@ -170,7 +170,7 @@ async def one_request(session: aiohttp.ClientSession, base: str, kind: Kind, sta
             body = await response.read()
             status = response.status
     except asyncio.TimeoutError:
-        stats.unexpected(kind.name, "client timeout", f"no answer within the client timeout")
+        stats.unexpected(kind.name, "client timeout", "no answer within the client timeout")
         return
     except aiohttp.ClientError as error:
         stats.unexpected(kind.name, f"client error: {type(error).__name__}", str(error))

@@ -31,7 +31,7 @@ from .invoker import InProcessInvoker
 from .module_cache import ModuleCache
 from .pool import PoolClosed, PoolDown, PoolTimeout
 from .router import Router
-from .specs import DeployError, FunctionSpec, discover, spec_for
+from .specs import DeployError, discover, spec_for
 from .workers import GuestThreads
 
 log = logging.getLogger(__name__)

@@ -87,6 +87,7 @@ class GuestBase:
         self.owner = owner
         self.pending_error = None
         self._export_cache: dict[str, Any] = {}
+        self._funcs: dict[str, Optional[Callable[..., Optional[int]]]] = {}
         memory = self.export("memory")
         self._memory: Optional[wasmtime.Memory] = memory if isinstance(memory, wasmtime.Memory) else None
         self._view: memoryview = memoryview(b"")
@@ -155,6 +156,13 @@ class GuestBase:
 
     def func(self, name: str) -> Optional[Callable[..., Optional[int]]]:
         """A callable for export `name`, resolved once; None when the module lacks it."""
+        if name not in self._funcs:
+            export = self.export(name)
+            self._funcs[name] = self._make_call(export) if isinstance(export, wasmtime.Func) else None
+        return self._funcs[name]
+
+    def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
+        """The back-end's way of calling an exported function."""
         raise NotImplementedError
 
     # -- limits -------------------------------------------------------------------------------

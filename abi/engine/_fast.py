@@ -100,7 +100,6 @@ class FastGuest(GuestBase):
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
         super().__init__(store, instance, owner)
         self._context = ctypes.cast(store._context(), c_void_p).value
-        self._funcs: dict[str, Optional[Callable[..., Optional[int]]]] = {}
 
     def _find_export(self, name: str) -> Any:
         """One export by name (wasmtime_instance_export_get), without enumerating all of them."""
@@ -109,14 +108,6 @@ class FastGuest(GuestBase):
         found = ffi.wasmtime_instance_export_get(self.store._context(), ctypes.byref(self.instance._instance),
                                                  encoded, len(encoded), ctypes.byref(item))
         return wrap_extern(item) if found else None
-
-    def func(self, name: str) -> Optional[Callable[..., Optional[int]]]:
-        if name in self._funcs:
-            return self._funcs[name]
-        export = self.export(name)
-        call = self._make_call(export) if isinstance(export, wasmtime.Func) else None
-        self._funcs[name] = call
-        return call
 
     def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
         functype = export.type(self.store)
@@ -128,7 +119,6 @@ class FastGuest(GuestBase):
         slots = [(c_uint32 if kind == I32 else ctypes.c_int64).from_address(base + _RAW_SIZE * i)
                  for i, kind in enumerate(params)]
         result_slot = (c_uint32 if not results or results[0] == I32 else ctypes.c_int64).from_address(base)
-        has_result = bool(results)
         func_struct = ffi.wasmtime_func_t()
         ctypes.memmove(ctypes.addressof(func_struct), ctypes.addressof(export._func), ctypes.sizeof(func_struct))
         func_addr = ctypes.addressof(func_struct)

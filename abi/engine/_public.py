@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import wasmtime
 
@@ -35,18 +35,6 @@ def define(linker: wasmtime.Linker, host: HostFunction) -> None:
 
 
 class PublicGuest(GuestBase):
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
-        super().__init__(store, instance, owner)
-        self._funcs: dict[str, Optional[Callable[..., Optional[int]]]] = {}
-
-    def func(self, name: str) -> Optional[Callable[..., Optional[int]]]:
-        if name in self._funcs:
-            return self._funcs[name]
-        export = self.export(name)
-        call = self._make_call(export) if isinstance(export, wasmtime.Func) else None
-        self._funcs[name] = call
-        return call
-
     def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
         store = self.store
         guest = self

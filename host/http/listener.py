@@ -26,6 +26,17 @@ class _Unavailable(Exception):
         self.response = response
 
 
+def _busy(version: FunctionVersion, error: Exception) -> web.Response:
+    """503 for a full queue, a wait that timed out, or a pool whose instances cannot start."""
+    retry_after = "5" if isinstance(error, PoolDown) else "1"
+    return json_error(503, str(error), function=version.function_id, headers={"Retry-After": retry_after})
+
+
+def _replacing(version: FunctionVersion) -> web.Response:
+    return json_error(503, "function is being replaced, retry", function=version.function_id,
+                      headers={"Retry-After": "1"})
+
+
 def create_function_app(host: Host) -> web.Application:
     router = host.router
     threads = host.threads
@@ -41,20 +52,19 @@ def create_function_app(host: Host) -> web.Application:
                 return version, vm
             try:
                 return version, await version.pool.acquire(acquire_timeout)
-            except PoolTimeout as error:
-                raise _Unavailable(json_error(503, str(error), function=version.function_id,
-                                              headers={"Retry-After": "1"})) from None
-            except PoolDown as error:
-                raise _Unavailable(json_error(503, str(error), function=version.function_id,
-                                              headers={"Retry-After": "5"})) from None
+            except (PoolTimeout, PoolDown) as error:
+                raise _Unavailable(_busy(version, error)) from None
             except PoolClosed:
-                current = router.pick(version.function_id)
-                if current is None:
-                    raise _Unavailable(json_error(404, f"function {version.function_id!r} was removed",
-                                                  function=version.function_id)) from None
-                version = current
-        raise _Unavailable(json_error(503, "function is being replaced, retry", function=version.function_id,
-                                      headers={"Retry-After": "1"}))
+                version = current_version(version)
+        raise _Unavailable(_replacing(version))
+
+    def current_version(version: FunctionVersion) -> FunctionVersion:
+        """After PoolClosed: the version a reload put in place, or 404 when the function is gone."""
+        current = router.pick(version.function_id)
+        if current is None:
+            raise _Unavailable(json_error(404, f"function {version.function_id!r} was removed",
+                                          function=version.function_id))
+        return current
 
     async def acquire_filters(version: FunctionVersion, vm: ProxyWasmVM) -> list[ProxyWasmVM]:
         """One instance of each filter in front of the function (none for most functions)."""
@@ -100,19 +110,10 @@ def create_function_app(host: Host) -> web.Application:
                 return await version.pool.submit(functools.partial(run_queued, version, guest_request),
                                                  acquire_timeout)
             except PoolClosed:
-                current = router.pick(version.function_id)
-                if current is None:
-                    raise _Unavailable(json_error(404, f"function {version.function_id!r} was removed",
-                                                  function=version.function_id)) from None
-                version = current
-            except PoolTimeout as error:
-                raise _Unavailable(json_error(503, str(error), function=version.function_id,
-                                              headers={"Retry-After": "1"})) from None
-            except PoolDown as error:
-                raise _Unavailable(json_error(503, str(error), function=version.function_id,
-                                              headers={"Retry-After": "5"})) from None
-        raise _Unavailable(json_error(503, "function is being replaced, retry", function=version.function_id,
-                                      headers={"Retry-After": "1"}))
+                version = current_version(version)
+            except (PoolTimeout, PoolDown) as error:
+                raise _Unavailable(_busy(version, error)) from None
+        raise _Unavailable(_replacing(version))
 
     async def handle(request: web.Request) -> web.StreamResponse:
         function_id = request.headers.get("id")
@@ -131,8 +132,7 @@ def create_function_app(host: Host) -> web.Application:
         # raw_path and the Host header: aiohttp's path_qs/host build URL objects, a cost per request.
         guest_request = HttpRequest.build(
             request.method, request.raw_path, list(headers.items()), body,
-            authority=headers.get("Host", ""), scheme="https" if transport and transport.get_extra_info(
-                "sslcontext") else "http",
+            authority=headers.get("Host", ""), scheme="http",  # this listener serves plain HTTP
             source_address=peer[0] if peer else "", source_port=peer[1] if peer else 0)
         try:
             response = await execute(version, guest_request)
