@@ -85,7 +85,9 @@ def create_function_app(host: Host) -> web.Application:
 
     async def execute(version: FunctionVersion, guest_request: HttpRequest) -> HttpResponse:
         if version.policy.inline:
-            version, vm = await acquire(version)
+            vm = version.pool.try_acquire()  # the common case, without a coroutine in between
+            if vm is None:
+                version, vm = await acquire(version)
             filters = await acquire_filters(version, vm) if version.filter_pools else []
             try:
                 return run_request(version, vm, guest_request, True, filters)
