@@ -210,3 +210,17 @@ def test_serve_subprocess_answers_the_demo_and_stops_on_sigterm(tmp_path: Path) 
             process.kill()
             process.wait()
         log.close()
+
+
+def test_the_readme_sample_config_is_valid() -> None:
+    """The TOML sample in the README is the reference users copy: it must load as written."""
+    import re
+    import tomllib
+
+    from host.config import validate_config
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    sample = re.search(r"### Native config \(TOML\)\n\n```toml\n(.*?)```", readme, re.S).group(1)
+    raw = tomllib.loads(sample.replace('md5 = "..."', 'md5 = "' + "0" * 32 + '"'))
+    config = validate_config(raw, "README")
+    assert config.upstreams["echo"].startswith("http://") and config.functions["function_1"].instance_num == 2
