@@ -47,6 +47,11 @@ def _request_props(vm) -> dict[str, Callable[[], bytes]]:
         "source.port": lambda: _int(request.source_port),
         "destination.address": lambda: f"{request.destination_address}:{request.destination_port}".encode(),
         "destination.port": lambda: _int(request.destination_port),
+        # One request per connection context as far as a guest can tell; plain HTTP, no TLS.
+        "connection.id": lambda: _int(stream.context_id),
+        "connection.mtls": lambda: b"\x00",
+        "connection.tls_version": lambda: b"",
+        "connection.requested_server_name": lambda: (request.header(":authority") or "").split(":")[0].encode(),
     }
 
 

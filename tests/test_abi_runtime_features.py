@@ -258,3 +258,25 @@ async def test_abi_0_1_0_module_end_to_end(serve, tmp_path: Path) -> None:
     assert json.loads(body[len(b"legacy:"):]) == {"mode": "old"}
     info = (await client.admin_get("/functions/legacy"))[1]["versions"][0]
     assert info["abi_version"] == "0.1.0"
+
+
+async def test_envoy_attribute_properties(serve, tmp_path: Path) -> None:
+    import struct
+
+    g = WatGuest()
+    paths = ["request.url_path", "request.query", "request.host", "request.headers.x-tenant", "request.scheme",
+             "source.port", "connection.mtls", "plugin_root_id", "request.headers"]
+    body = "\n    ".join(f"(call $emit_ret {g.call('proxy_get_property', g.s(p), RET)})" for p in paths)
+    client = await serve_guests(serve, tmp_path, attrs=g.module(proxy_on_request_headers=f"{body}\n    {ANSWER}"))
+    status, _, answer = await client.call("attrs", "/a/b?c=d", headers={"X-Tenant": "acme"})
+    r = Results(answer)
+    values = {p: r.ret() for p in paths}
+    assert values["request.url_path"] == (OK, b"/a/b") and values["request.query"] == (OK, b"c=d")
+    assert values["request.host"][1].startswith(b"127.0.0.1:")
+    assert values["request.headers.x-tenant"] == (OK, b"acme")
+    assert values["request.scheme"] == (OK, b"http")
+    assert struct.unpack("<q", values["source.port"][1])[0] > 0  # integers are 8-byte little-endian
+    assert values["connection.mtls"] == (OK, b"\x00")
+    assert values["plugin_root_id"] == (OK, b"")
+    from tests.guest_wat import parse_map
+    assert ("x-tenant", "acme") in parse_map(values["request.headers"][1])  # maps are serialized
