@@ -66,3 +66,12 @@ async def test_bearer_token_protects_the_admin_api_but_not_health(serve, tmp_pat
     async with client.session.get(client.admin + "/functions") as response:
         assert response.status == 401
     assert (await client.admin_get("/actuator/health/readiness"))[0] == 200
+
+
+async def test_an_updated_pool_size_survives_a_reload_of_the_file(serve, tmp_path: Path) -> None:
+    folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
+    client = await serve(make_config(tmp_path, folder, server={"watch": False}))
+    assert (await post(client, "/wasm/update", {"name": "hello", "instance_num": 3}))[0] == 200
+    host = client.server.host
+    await host.deploy_path(folder / "hello.wasm")  # what the watcher does on a file change
+    assert host.router.pick("hello").pool.size == 3

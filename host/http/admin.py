@@ -121,6 +121,9 @@ class LayottoAdmin:
         if record is None or record.version is None:
             raise AdminError(f"no function named {body['name']!r}")
         record.version.pool.resize(count if count > 0 else self.host.default_instances())
+        # Remembered like install's settings, so a later reload of the file keeps the new size.
+        earlier = record.override.model_dump(exclude_unset=True) if record.override else {}
+        record.override = FunctionConfig.model_validate({**earlier, "instance_num": count})
 
     async def uninstall(self, body: dict[str, Any]) -> None:
         record = self.host.find(body["name"])
