@@ -43,6 +43,7 @@ class PluginSettings:
     allowed_state_stores: Optional[tuple[str, ...]] = None  # None: every configured store
     allowed_invoke_targets: Optional[tuple[str, ...]] = None  # None: every function id
     allowed_upstreams: Optional[tuple[str, ...]] = None  # None: every configured upstream
+    fuel_per_request: Optional[int] = None  # wasm instructions a request may run (needs fuel metering)
 
 
 @dataclass
@@ -207,6 +208,8 @@ class ProxyWasmVM:
                                  response_body=shared.response_body)
         self._set_deadline(deadline_s)
         self._wall_deadline = time.monotonic() + deadline_s
+        if self.settings.fuel_per_request is not None:
+            self.guest.set_fuel(self.settings.fuel_per_request)
         self._enter(stream)
         try:
             if self._on_context_create is not None:

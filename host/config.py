@@ -44,6 +44,7 @@ class ServerConfig(_Model):
     invoke_timeout_ms: int = Field(3000, gt=0)  # proxy_invoke_service: wait for the target, run it
     acquire_timeout_ms: int = Field(10000, gt=0)  # an HTTP request waiting for a free instance
     request_timeout_ms: int = Field(60000, gt=0)  # the whole request (waiting + guest + its calls) -> 504
+    fuel_metering: bool = False  # count wasm instructions so functions can have a `fuel` budget (slower)
     max_invoke_depth: int = Field(8, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)  # larger request bodies answer 413
     max_header_bytes: int = Field(8190, gt=0)  # one header line / field; larger answers 400
@@ -95,6 +96,7 @@ class FunctionConfig(_Model):
     allowed_state_stores: Optional[list[str]] = None
     allowed_invoke_targets: Optional[list[str]] = None
     allowed_upstreams: Optional[list[str]] = None
+    fuel: Optional[int] = Field(None, gt=0)  # wasm instructions per request (needs server.fuel_metering)
     filters: list[FilterConfig] = []  # request callbacks run through these in order, then the function
 
     @field_validator("md5")

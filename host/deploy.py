@@ -106,7 +106,7 @@ class Deployer:
                                   memory_limit_bytes=spec.memory_limit_bytes,
                                   allowed_state_stores=spec.allowed_state_stores,
                                   allowed_invoke_targets=spec.allowed_invoke_targets,
-                                  allowed_upstreams=spec.allowed_upstreams)
+                                  allowed_upstreams=spec.allowed_upstreams, fuel_per_request=spec.fuel)
 
         def new_instance() -> ProxyWasmVM:
             try:

@@ -34,7 +34,8 @@ class ModuleCache:
         self.directory = Path(directory) if directory else default_cache_dir()
         self.directory.mkdir(parents=True, exist_ok=True)
         # Artifacts are only valid for the same wasmtime build and engine settings.
-        self._fingerprint = f"wasmtime-{version('wasmtime')}/epoch/static-memory".encode()
+        fuel = "/fuel" if engine.fuel_metering else ""
+        self._fingerprint = f"wasmtime-{version('wasmtime')}/epoch/static-memory{fuel}".encode()
         # Recently loaded modules by key; pools keep the ones in use alive, this only saves reloads.
         self._loaded: "collections.OrderedDict[str, wasmtime.Module]" = collections.OrderedDict()
         self._lock = threading.Lock()

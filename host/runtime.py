@@ -64,7 +64,7 @@ class Deployment:
 class Host:
     def __init__(self, config: HostConfig, *, engine_backend: Optional[str] = None):
         self.config = config
-        self.engine = WasmEngine(engine_backend)
+        self.engine = WasmEngine(engine_backend, fuel_metering=config.server.fuel_metering)
         cache_dir = config.resolve(config.server.cache_dir) if config.server.cache_dir else None
         self.cache = ModuleCache(self.engine, cache_dir)
         self.linker = self.engine.linker(all_host_functions())

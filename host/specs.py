@@ -42,6 +42,7 @@ class FunctionSpec:
     allowed_state_stores: Optional[tuple[str, ...]] = None
     allowed_invoke_targets: Optional[tuple[str, ...]] = None
     allowed_upstreams: Optional[tuple[str, ...]] = None
+    fuel: Optional[int] = None
     filters: tuple["FunctionSpec", ...] = ()
 
 
@@ -142,8 +143,15 @@ def spec_for(config: HostConfig, path: Path, override: Optional[FunctionConfig] 
         allowed_state_stores=_optional_tuple(item.allowed_state_stores),
         allowed_invoke_targets=_optional_tuple(item.allowed_invoke_targets),
         allowed_upstreams=_optional_tuple(item.allowed_upstreams),
+        fuel=_fuel(config, item, key),
         filters=tuple(_filter_spec(config, f, instances if instances > 0 else (os.cpu_count() or 1),
                                    (item.timeout_ms or defaults.timeout_ms) / 1000) for f in item.filters))
+
+
+def _fuel(config: HostConfig, item: FunctionConfig, key: str) -> Optional[int]:
+    if item.fuel is not None and not config.server.fuel_metering:
+        raise DeployError(f"functions.{key}.fuel needs server.fuel_metering = true")
+    return item.fuel
 
 
 def _filter_spec(config: HostConfig, item: FilterConfig, instances: int, timeout_s: float) -> FunctionSpec:

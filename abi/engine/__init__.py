@@ -18,7 +18,7 @@ from ._common import I32, I64, GuestBase, GuestExit, GuestMemoryError, GuestTrap
 
 __all__ = [
     "I32", "I64", "Guest", "GuestExit", "GuestMemoryError", "GuestTrap", "HostFunction", "HostLinker",
-    "WasmEngine", "EPOCH_TICK_SECONDS",
+    "WasmEngine", "EPOCH_TICK_SECONDS", "UNLIMITED_FUEL",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,11 @@ class HostLinker:
         return problems
 
 
+UNLIMITED_FUEL = (1 << 63) - 1
+
+
 class WasmEngine:
-    def __init__(self, backend: Optional[str] = None):
+    def __init__(self, backend: Optional[str] = None, *, fuel_metering: bool = False):
         backend = backend or os.environ.get("WASM_FAAS_ENGINE_BACKEND", "fast")
         if backend not in ("fast", "public"):
             raise ValueError(f"unknown engine backend {backend!r} (expected 'fast' or 'public')")
@@ -76,6 +79,10 @@ class WasmEngine:
         self.backend = backend
         config = wasmtime.Config()
         config.epoch_interruption = True
+        # Fuel counts executed wasm instructions: deterministic CPU budgets, at some cost to every
+        # guest, so it is off unless asked for.
+        config.consume_fuel = fuel_metering
+        self.fuel_metering = fuel_metering
         # Linear memory never moves, so guest memory views stay valid across memory.grow.
         config.memory_may_move = False
         self.engine = wasmtime.Engine(config)
@@ -105,6 +112,8 @@ class WasmEngine:
         if memory_limit_bytes is not None:
             store.set_limits(memory_size=memory_limit_bytes)
         store.set_epoch_deadline(1 << 62)  # no deadline until a call sets one
+        if self.fuel_metering:
+            store.set_fuel(UNLIMITED_FUEL)  # a metered store starts empty; budgets are set per request
         try:
             instance = linker.linker.instantiate(store, module)
         except wasmtime.Trap as error:

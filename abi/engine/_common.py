@@ -24,10 +24,12 @@ class GuestMemoryError(Exception):
 class GuestTrap(Exception):
     """The guest trapped (or was interrupted, or exited): the instance must not be used again."""
 
-    def __init__(self, message: str, *, interrupted: bool = False, exit_code: Optional[int] = None):
+    def __init__(self, message: str, *, interrupted: bool = False, exit_code: Optional[int] = None,
+                 out_of_fuel: bool = False):
         super().__init__(message)
         self.interrupted = interrupted
         self.exit_code = exit_code
+        self.out_of_fuel = out_of_fuel
 
 
 class GuestExit(Exception):
@@ -169,6 +171,10 @@ class GuestBase:
     def set_deadline(self, epoch_ticks: int) -> None:
         self.store.set_epoch_deadline(epoch_ticks)
 
+    def set_fuel(self, fuel: int) -> None:
+        """Only on an engine with fuel metering: the instructions the next calls may execute."""
+        self.store.set_fuel(fuel)
+
     def raise_pending(self) -> None:
         """Re-raise an exception a host import raised while the guest was running."""
         error, self.pending_error = self.pending_error, None
@@ -180,14 +186,15 @@ class GuestBase:
 
 def trap_from_wasmtime(error: Exception) -> GuestTrap:
     """Convert a wasmtime Trap/WasmtimeError into a GuestTrap, noting epoch interruptions."""
-    interrupted = False
+    interrupted = out_of_fuel = False
     text = str(error)
     if isinstance(error, wasmtime.Trap):
         interrupted = error.trap_code == wasmtime.TrapCode.INTERRUPT
+        out_of_fuel = error.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
         text = error.message
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     # wasmtime puts the cause after the backtrace ("Caused by: ..."); keep the most specific line.
     message = lines[-1] if lines else type(error).__name__
     if "interrupt" in text:
         interrupted = True
-    return GuestTrap(message, interrupted=interrupted)
+    return GuestTrap(message, interrupted=interrupted, out_of_fuel=out_of_fuel or "fuel" in text)

@@ -141,6 +141,8 @@ def create_function_app(host: Host) -> web.Application:
         except _Unavailable as unavailable:
             return unavailable.response
         except GuestTrap as trap:
+            if trap.out_of_fuel:
+                return json_error(504, f"function {function_id!r} used up its fuel budget", function=function_id)
             if trap.interrupted:
                 return json_error(504, f"function {function_id!r} exceeded its {version.timeout_s:g}s deadline",
                                   function=function_id)
