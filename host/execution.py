@@ -32,6 +32,8 @@ INLINE_DEADLINE_S = 0.01  # epoch ticks of 10 ms: an inline overrun stalls the l
 FAST_REQUEST_NS = 200_000  # guest-thread CPU time (not wall time: waiting for the GIL does not count)
 SLOW_INLINE_NS = 1_000_000  # inline requests this costly, several in a row, go back to guest threads
 SLOW_INLINE_LIMIT = 3  # (one slow run may be a GC pause; a runaway one is cut by the deadline anyway)
+CHEAP_REQUEST_NS = 1_000_000  # requests this light (CPU) keep the GIL across their guest calls...
+HEAVY_REQUEST_NS = 2_000_000  # ...and one this heavy hands it back, so heavy guests run in parallel
 PROMOTE_AFTER = 64
 MAX_PROMOTE_AFTER = 1 << 20
 
@@ -71,8 +73,13 @@ class ExecutionPolicy:
         self._needed = PROMOTE_AFTER
         self._slow_inline = 0
         self.demotions = 0
+        # Any function (pure or not) whose requests cost microseconds of CPU keeps the GIL across
+        # its guest calls; one heavy request hands it back, so heavy guests run in parallel.
+        self.cheap = False
+        self._cheap_streak = 0
 
     def observe(self, cpu_ns: int) -> None:
+        self._observe_cost(cpu_ns)
         if not self.eligible:
             return
         if self.inline:
@@ -86,6 +93,20 @@ class ExecutionPolicy:
         self._streak += 1
         if not self.inline and self._streak >= self._needed:
             self.inline = True
+
+    def _observe_cost(self, cpu_ns: int) -> None:
+        if cpu_ns > HEAVY_REQUEST_NS:
+            self.cheap, self._cheap_streak = False, 0
+        elif cpu_ns > CHEAP_REQUEST_NS:
+            self._cheap_streak //= 2
+        else:
+            self._cheap_streak += 1
+            if self._cheap_streak >= PROMOTE_AFTER:
+                self.cheap = True
+
+    def observe_overrun(self) -> None:
+        """A request ran until its deadline: certainly not cheap."""
+        self.cheap, self._cheap_streak = False, 0
 
     def demote(self) -> None:
         self.inline = False
@@ -126,6 +147,9 @@ def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest,
     discarded and replaced by its pool), InlineOverrun when an inline run must be replayed.
     """
     chain = [*filters, vm]
+    hold_gil = inline or version.policy.cheap
+    for member in chain:
+        member.guest.hold_gil = hold_gil
     held = CHAIN.held
     held.extend(id(member) for member in chain)
     # Inline runs hold the loop: wall time is their cost. In a thread, CPU time excludes GIL waits.
@@ -140,6 +164,8 @@ def run_request(version: FunctionVersion, vm: ProxyWasmVM, request: HttpRequest,
                      version.function_id)
             raise InlineOverrun() from None
         version.stats.record(False)
+        if trap.interrupted:
+            version.policy.observe_overrun()
         kind = "exceeded its deadline" if trap.interrupted else "trapped"
         version.failure_log.warning("function %s %s: %s", version.function_id, kind, trap)
         raise

@@ -88,5 +88,5 @@ class FunctionVersion:
             "deployed_at": self.deployed_at,
             "filters": [p.name for p in self.filter_pools],
             "execution": {"inline_eligible": self.policy.eligible, "inline": self.policy.inline,
-                          "demotions": self.policy.demotions},
+                          "demotions": self.policy.demotions, "holds_gil": self.policy.cheap},
         }

@@ -150,8 +150,8 @@ def test_a_dead_worker_is_restarted_and_replays_the_admin_calls_it_missed(cluste
     os.killpg(cluster.host.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
     assert cluster.host.wait(timeout=10) == 0
     assert not pid_alive(new["pid"])
-    # The workers got the group's SIGINT too: one may already be gone when the supervisor counts.
-    assert re.search(r"SIGINT received; stopping [12] worker\(s\)", cluster.host.log())
+    # The workers got the group's SIGINT too: some may already be gone when the supervisor counts.
+    assert re.search(r"SIGINT received; stopping [0-2] worker\(s\)", cluster.host.log())
 
 
 def test_workers_stop_when_the_supervisor_is_killed(cluster: Cluster) -> None:

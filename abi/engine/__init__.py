@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any, Iterable, Optional, Sequence
 
 import wasmtime
 
-from . import _public
-from ._common import I32, I64, GuestBase, GuestExit, GuestMemoryError, GuestTrap, HostFunction
+from . import _public, _ticker
+from ._common import EPOCH_TICK_SECONDS, I32, I64, GuestBase, GuestExit, GuestMemoryError, GuestTrap, HostFunction
 
 __all__ = [
     "I32", "I64", "Guest", "GuestExit", "GuestMemoryError", "GuestTrap", "HostFunction", "HostLinker",
@@ -24,7 +23,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Guest = GuestBase
-EPOCH_TICK_SECONDS = 0.01  # the ticker thread advances the engine epoch this often
 
 try:
     from . import _fast
@@ -87,8 +85,8 @@ class WasmEngine:
         config.memory_may_move = False
         self.engine = wasmtime.Engine(config)
         self._guest_class = _fast.FastGuest if backend == "fast" else _public.PublicGuest
-        self._ticker: Optional[threading.Thread] = None
-        self._ticker_stop = threading.Event()
+        self._ticker: Optional[Any] = None
+        self.guests_may_hold_gil = False
 
     def _backend_define(self, linker: wasmtime.Linker, host: HostFunction) -> None:
         if self.backend == "fast":
@@ -119,24 +117,20 @@ class WasmEngine:
         except wasmtime.Trap as error:
             from ._common import trap_from_wasmtime
             raise trap_from_wasmtime(error) from None
-        return self._guest_class(store, instance, owner)
+        guest = self._guest_class(store, instance, owner)
+        guest.may_hold_gil = self.guests_may_hold_gil and self.backend == "fast"
+        return guest
 
     # -- epoch ticker -------------------------------------------------------------------------
     def start_ticker(self) -> None:
         """Advance the epoch every EPOCH_TICK_SECONDS so per-call deadlines interrupt runaway guests."""
-        if self._ticker is not None:
-            return
-        self._ticker_stop.clear()
-
-        def tick() -> None:
-            while not self._ticker_stop.wait(EPOCH_TICK_SECONDS):
-                self.engine.increment_epoch()
-
-        self._ticker = threading.Thread(target=tick, name="wasm-epoch-ticker", daemon=True)
-        self._ticker.start()
+        if self._ticker is None:
+            self._ticker = _ticker.start_ticker(self.engine, native=self.backend == "fast")
+            # A guest may keep the GIL across calls only if something else can still interrupt it.
+            self.guests_may_hold_gil = self._ticker.ticks_without_gil
 
     def stop_ticker(self) -> None:
-        self._ticker_stop.set()
         if self._ticker is not None:
-            self._ticker.join(timeout=1)
+            self._ticker.stop()
             self._ticker = None
+            self.guests_may_hold_gil = False

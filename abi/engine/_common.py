@@ -12,6 +12,7 @@ import wasmtime
 
 I32 = "i32"
 I64 = "i64"
+EPOCH_TICK_SECONDS = 0.01  # the ticker advances the engine epoch this often
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -82,6 +83,7 @@ class GuestBase:
 
     owner: Any
     pending_error: Optional[BaseException]
+    may_hold_gil = False  # set by the engine: true when its epoch ticker does not need the GIL
 
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
         self.store = store
@@ -166,6 +168,18 @@ class GuestBase:
     def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
         """The back-end's way of calling an exported function."""
         raise NotImplementedError
+
+    # -- GIL ---------------------------------------------------------------------------------------
+    @property
+    def hold_gil(self) -> bool:
+        """Keep the GIL across guest calls (cheap guests); only where a deadline can still fire."""
+        return self._hold_gil
+
+    @hold_gil.setter
+    def hold_gil(self, value: bool) -> None:
+        self._hold_gil = value and self.may_hold_gil
+
+    _hold_gil = False
 
     # -- limits -------------------------------------------------------------------------------
     def set_deadline(self, epoch_ticks: int) -> None:

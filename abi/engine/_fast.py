@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import time
 from ctypes import CFUNCTYPE, c_size_t, c_uint32, c_uint64, c_void_p
 from typing import Any, Callable, Optional
 
@@ -19,7 +20,8 @@ import wasmtime
 from wasmtime import _ffi as ffi
 from wasmtime._extern import wrap_extern
 
-from ._common import ACTIVE, I32, GuestBase, GuestMemoryError, HostFunction, trap_from_wasmtime
+from ._common import (ACTIVE, EPOCH_TICK_SECONDS, I32, GuestBase, GuestMemoryError, HostFunction,
+                      trap_from_wasmtime)
 
 _RAW_SIZE = ctypes.sizeof(ffi.wasmtime_val_raw_t)  # 16: each argument/result slot
 
@@ -28,6 +30,15 @@ _RAW_SIZE = ctypes.sizeof(ffi.wasmtime_val_raw_t)  # 16: each argument/result sl
 _CALLBACK = CFUNCTYPE(c_size_t, c_void_p, c_void_p, c_void_p, c_size_t)
 _call_unchecked = CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p)(
     ("wasmtime_func_call_unchecked", ffi.dll))
+# The same call keeping the GIL, for guests whose calls take microseconds: releasing and re-taking
+# the GIL around each of them costs more than the call, and waits behind the event loop.
+_call_unchecked_holding_gil = ctypes.PYFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p)(
+    ("wasmtime_func_call_unchecked", ffi.dll))
+_EPOCH_CALLBACK = CFUNCTYPE(c_size_t, c_void_p, c_void_p, c_void_p, c_void_p)
+_set_epoch_callback = CFUNCTYPE(None, c_void_p, _EPOCH_CALLBACK, c_void_p, c_void_p)(
+    ("wasmtime_store_epoch_deadline_callback", ffi.dll))
+_error_new = CFUNCTYPE(c_void_p, ctypes.c_char_p)(("wasmtime_error_new", ffi.dll))
+_CONTINUE = 0  # wasmtime_update_deadline_kind_t: keep running with a new deadline
 _define_unchecked = CFUNCTYPE(c_void_p, c_void_p, ctypes.c_char_p, c_size_t, ctypes.c_char_p, c_size_t,
                               c_void_p, _CALLBACK, c_void_p, c_void_p)(
     ("wasmtime_linker_define_func_unchecked", ffi.dll))
@@ -97,9 +108,29 @@ def define(linker: wasmtime.Linker, host: HostFunction) -> None:
 
 
 class FastGuest(GuestBase):
+    """Deadlines are enforced by an epoch callback that runs every tick while the guest runs, not
+    by a trap at a fixed epoch: a guest call that keeps the GIL (`hold_gil`) yields it there, so
+    it stalls other Python threads for one tick at most; past the deadline the callback ends it."""
+
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
         super().__init__(store, instance, owner)
         self._context = ctypes.cast(store._context(), c_void_p).value
+        self._deadline_at = float("inf")
+        self._epoch_callback = _EPOCH_CALLBACK(self._on_epoch)
+        _set_epoch_callback(ctypes.cast(store.ptr(), c_void_p).value, self._epoch_callback, None, None)
+
+    def set_deadline(self, epoch_ticks: int) -> None:
+        self._deadline_at = time.monotonic() + epoch_ticks * EPOCH_TICK_SECONDS
+        self.store.set_epoch_deadline(1)  # the callback runs at every tick
+
+    def _on_epoch(self, _context: int, _data: int, delta_ptr: int, kind_ptr: int) -> int:
+        if time.monotonic() >= self._deadline_at:
+            return _error_new(b"wasm trap: interrupt (deadline exceeded)") or 0
+        if self.hold_gil:
+            time.sleep(0)  # let the event loop and other guests run between ticks
+        c_uint64.from_address(delta_ptr).value = 1
+        ctypes.c_uint8.from_address(kind_ptr).value = _CONTINUE
+        return 0
 
     def _find_export(self, name: str) -> Any:
         """One export by name (wasmtime_instance_export_get), without enumerating all of them."""
@@ -133,7 +164,8 @@ class FastGuest(GuestBase):
         def invoke() -> Optional[int]:
             previous = active.guest
             active.guest = guest
-            error = _call_unchecked(context, func_addr, base, slots_needed, trap_addr)
+            raw = _call_unchecked_holding_gil if guest.hold_gil else _call_unchecked
+            error = raw(context, func_addr, base, slots_needed, trap_addr)
             active.guest = previous
             if error or trap_slot.value:
                 fail(error, trap_slot)
