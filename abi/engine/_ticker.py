@@ -68,6 +68,10 @@ class NativeTicker:
             self._libc.timer_delete(self._timer)
             self._timer = None
 
+    def __del__(self) -> None:
+        # A timer left armed would keep calling into an engine that may be freed next.
+        self.stop()
+
 
 class ThreadTicker:
     ticks_without_gil = False
