@@ -80,7 +80,7 @@ class ProxyWasmVM:
         self.effective_context = ROOT_CONTEXT_ID
         self._context_ids = itertools.count(ROOT_CONTEXT_ID + 1)
         self.broken = False
-        self.abi_version = _abi_version(self.guest)
+        self.abi_version = abi_version(self.guest.has_export)
         # Outbound calls in flight (abi/outbound.py), the (token, event) pairs they post from other
         # threads, what the call callback now running may read (buffers 4/5, maps 4-7), proxy_get_status.
         self.pending_calls: dict[int, PendingCall] = {}
@@ -387,10 +387,15 @@ class ProxyWasmVM:
         self.log.log(_PY_LEVELS.get(level, logging.INFO), "[%s] %s", self.function_id, message)
 
 
-def _abi_version(guest: Guest) -> str:
-    for version in ("0_2_1", "0_2_0", "0_1_0"):
-        if guest.has_export(f"proxy_abi_version_{version}"):
-            return version.replace("_", ".")
+ABI_MARKERS = {"proxy_abi_version_0_2_1": "0.2.1", "proxy_abi_version_0_2_0": "0.2.0",
+               "proxy_abi_version_0_1_0": "0.1.0"}
+
+
+def abi_version(has_export: Callable[[str], bool]) -> str:
+    """The ABI version a module's marker export declares (the newest, if several), or "unknown"."""
+    for marker, version in ABI_MARKERS.items():
+        if has_export(marker):
+            return version
     return "unknown"
 
 

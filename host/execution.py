@@ -69,7 +69,6 @@ class ExecutionPolicy:
         self.eligible = eligible
         self.inline = False
         self._streak = 0
-        self._slow_inline = 0
         self._needed = PROMOTE_AFTER
         self._slow_inline = 0
         self.demotions = 0
@@ -91,7 +90,7 @@ class ExecutionPolicy:
             self._streak //= 2  # one slow request (a GC pause, a cold cache) sets promotion back, not to zero
             return
         self._streak += 1
-        if not self.inline and self._streak >= self._needed:
+        if self._streak >= self._needed:
             self.inline = True
 
     def _observe_cost(self, cpu_ns: int) -> None:

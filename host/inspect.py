@@ -8,10 +8,9 @@ import wasmtime
 
 from abi import WasmEngine, all_host_functions
 from abi.engine import HostLinker
+from abi.vm import abi_version
 
 CALLBACK_PREFIX = "proxy_on_"
-ABI_MARKERS = {"proxy_abi_version_0_2_1": "0.2.1", "proxy_abi_version_0_2_0": "0.2.0",
-               "proxy_abi_version_0_1_0": "0.1.0"}
 
 
 def _signature(kind: object) -> str:
@@ -34,9 +33,9 @@ def inspect_module(path: Path) -> tuple[str, bool]:
     linker = HostLinker(engine, all_host_functions())
     missing = set(linker.missing_imports(module))
     exports = {e.name: e.type for e in module.exports}
-    versions = [v for marker, v in ABI_MARKERS.items() if marker in exports]
+    version = abi_version(exports.__contains__)
     lines = [f"module: {path} ({len(raw)} bytes)",
-             f"proxy-wasm ABI: {', '.join(versions) if versions else 'no marker (treated as 0.2.1)'}"]
+             f"proxy-wasm ABI: {version if version != 'unknown' else 'no marker (treated as 0.2.1)'}"]
     lines.append(f"imports ({len(module.imports)}):")
     problems = []
     for imp in module.imports:

@@ -105,12 +105,9 @@ class InstancePool:
 
     # -- acquiring ----------------------------------------------------------------------------
     def try_acquire(self) -> Optional[ProxyWasmVM]:
+        """An idle instance, or None (also for a retired pool: callers then wait and learn why)."""
         with self._lock:
-            if self._idle:
-                vm = self._idle.popleft()
-                self._busy.add(id(vm))
-                return vm
-        return None
+            return None if self.closed else self._take_idle()
 
     async def acquire(self, timeout: float) -> ProxyWasmVM:
         loop = asyncio.get_running_loop()

@@ -47,9 +47,6 @@ def create_function_app(host: Host) -> web.Application:
     async def acquire(version: FunctionVersion) -> Tuple[FunctionVersion, ProxyWasmVM]:
         """An instance of the function's current version; follows a reload that retired `version`."""
         for _ in range(_RETRIES_ACROSS_RELOADS):
-            vm = version.pool.try_acquire()
-            if vm is not None:
-                return version, vm
             try:
                 return version, await version.pool.acquire(acquire_timeout)
             except (PoolTimeout, PoolDown) as error:
@@ -71,7 +68,7 @@ def create_function_app(host: Host) -> web.Application:
         filters: list[ProxyWasmVM] = []
         try:
             for pool in version.filter_pools:
-                filters.append(pool.try_acquire() or await pool.acquire(acquire_timeout))
+                filters.append(await pool.acquire(acquire_timeout))
         except (PoolTimeout, PoolClosed, PoolDown) as error:
             release_filters(version, filters)
             version.pool.release(vm)
