@@ -182,6 +182,14 @@ class ProxyWasmVM:
             self.log.warning("function %s: root context retirement trapped: %s", self.function_id, trap)
         self.broken = True
 
+    def _arm(self, deadline_s: float) -> float:
+        """The budget of what runs next (a request, a timer or queue callback): its deadline and,
+        with fuel metering, its fuel. Returns the wall-clock deadline."""
+        self._set_deadline(deadline_s)
+        if self.settings.fuel_per_request is not None:
+            self.guest.set_fuel(self.settings.fuel_per_request)
+        return time.monotonic() + deadline_s
+
     def _set_deadline(self, seconds: float) -> None:
         self.guest.set_deadline(max(1, math.ceil(seconds / EPOCH_TICK_SECONDS)) + 1)
 
@@ -206,10 +214,7 @@ class ProxyWasmVM:
                                  request_headers=shared.request_headers, request_body=shared.request_body,
                                  request_trailers=shared.request_trailers, response=shared.response,
                                  response_body=shared.response_body)
-        self._set_deadline(deadline_s)
-        self._wall_deadline = time.monotonic() + deadline_s
-        if self.settings.fuel_per_request is not None:
-            self.guest.set_fuel(self.settings.fuel_per_request)
+        self._wall_deadline = self._arm(deadline_s)
         self._enter(stream)
         try:
             if self._on_context_create is not None:
@@ -373,10 +378,10 @@ class ProxyWasmVM:
         callback = self.guest.func(name)
         if callback is None or self.broken:
             return
-        self._set_deadline(deadline_s)
+        wall_deadline = self._arm(deadline_s)
         try:
             callback(ROOT_CONTEXT_ID, *args)
-            self.drain_calls(time.monotonic() + deadline_s)
+            self.drain_calls(wall_deadline)
         except GuestTrap:
             self.broken = True
             self.cancel_calls()

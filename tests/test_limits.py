@@ -217,3 +217,34 @@ async def test_fuel_without_metering_is_refused(serve, tmp_path: Path) -> None:
     client = await serve(make_config(tmp_path, folder, functions={"loop": {"fuel": 1000}}))
     status, readiness = await client.admin_get("/actuator/health/readiness")
     assert status == 503 and "fuel_metering" in str(readiness["details"]["failed"])
+
+
+# Every tick burns some fuel; each callback must get a fresh budget, as each request does.
+FUELLED_TICKER_WAT = r"""
+(module
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "tick")
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 4096))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $tick (i32.const 30))) (i32.const 1))
+  (func (export "proxy_on_tick") (param i32) (local $i i32)
+    (loop $burn
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $burn (i32.lt_u (local.get $i) (i32.const 5000))))
+    (drop (call $log (i32.const 2) (i32.const 16) (i32.const 4)))))
+"""
+
+
+async def test_each_timer_callback_gets_a_fresh_fuel_budget(serve, tmp_path: Path, caplog) -> None:
+    caplog.set_level("INFO", logger="wasm.guest")
+    folder = tmp_path / "functions"
+    folder.mkdir()
+    (folder / "ticker.wat").write_text(FUELLED_TICKER_WAT)
+    client = await serve(make_config(tmp_path, folder, server={"fuel_metering": True},
+                                     functions={"ticker": {"fuel": 60_000, "instance_num": 1}}))
+    assert (await client.call("ticker"))[0] == 200  # a request sets the instance's budget...
+    await asyncio.sleep(0.6)  # ...and each tick (~40k instructions) must get its own, not the rest
+    assert caplog.text.count("[ticker] tick") >= 8
+    assert "trapped" not in caplog.text
