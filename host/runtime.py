@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from .invoker import InProcessInvoker
 from .module_cache import ModuleCache
 from .pool import PoolClosed, PoolDown, PoolTimeout
 from .router import Router
-from .specs import DeployError, discover, spec_for
+from .specs import DeployError, discover, instance_count, spec_for
 from .workers import GuestThreads
 
 log = logging.getLogger(__name__)
@@ -176,8 +175,7 @@ class Host:
         return None
 
     def default_instances(self) -> int:
-        count = self.config.function_defaults.instance_num
-        return count if count > 0 else (os.cpu_count() or 1)
+        return instance_count(self.config.function_defaults.instance_num)
 
     # -- root-context work outside requests: timers and queue deliveries ---------------------------
     def run_in_background(self, version: FunctionVersion, work: Callable[[ProxyWasmVM], None]) -> None:

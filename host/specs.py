@@ -132,20 +132,24 @@ def spec_for(config: HostConfig, path: Path, override: Optional[FunctionConfig] 
         merged.update(layer.model_dump(exclude_unset=True))
     item = FunctionConfig.model_validate(merged)
     defaults = config.function_defaults
-    instances = item.instance_num if item.instance_num is not None else defaults.instance_num
+    instances = instance_count(item.instance_num if item.instance_num is not None else defaults.instance_num)
+    timeout_s = (item.timeout_ms or defaults.timeout_ms) / 1000
     memory_mb = item.memory_limit_mb or defaults.memory_limit_mb
     return FunctionSpec(
-        name=item.name or key, path=path, instance_num=instances if instances > 0 else (os.cpu_count() or 1),
-        timeout_s=(item.timeout_ms or defaults.timeout_ms) / 1000, md5=item.md5,
+        name=item.name or key, path=path, instance_num=instances, timeout_s=timeout_s, md5=item.md5,
         plugin_config=_config_bytes(item.plugin_config, item.plugin_config_encoding), vm_config=_config_bytes(item.vm_config),
-        root_id=item.root_id, vm_id=item.vm_id, memory_limit_bytes=memory_mb * 1024 * 1024 if memory_mb else None,
+        root_id=item.root_id, vm_id=item.vm_id, memory_limit_bytes=memory_mb * 1024 * 1024,
         max_queue=item.max_queue if item.max_queue is not None else defaults.max_queue,
         allowed_state_stores=_optional_tuple(item.allowed_state_stores),
         allowed_invoke_targets=_optional_tuple(item.allowed_invoke_targets),
         allowed_upstreams=_optional_tuple(item.allowed_upstreams),
         fuel=_fuel(config, item, key),
-        filters=tuple(_filter_spec(config, f, instances if instances > 0 else (os.cpu_count() or 1),
-                                   (item.timeout_ms or defaults.timeout_ms) / 1000) for f in item.filters))
+        filters=tuple(_filter_spec(config, f, instances, timeout_s) for f in item.filters))
+
+
+def instance_count(configured: int) -> int:
+    """`instance_num` as configured: <= 0 means one instance per CPU."""
+    return configured if configured > 0 else (os.cpu_count() or 1)
 
 
 def _fuel(config: HostConfig, item: FunctionConfig, key: str) -> Optional[int]:
