@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from multidict import CIMultiDict
 
+from abi.engine import available_backends
 from host.config import HostConfig, validate_config
 from host.server import RunningServer, start_server
 
@@ -21,6 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "functions"
 WAT_DIR = Path(__file__).resolve().parent / "guests" / "wat"
 IN_CI = os.environ.get("CI") == "true"
+# Every engine back-end this installation can run (tests/test_engine_native.py checks that the
+# native one is among them: a test matrix that silently lost it would prove nothing about it).
+ENGINE_BACKENDS = available_backends()
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,10 @@ import pytest
 
 from abi.imports import (buffers, calls, grpc_calls, header_maps, layotto, logging_time, metrics, properties,
                          shared_state, stream_control)
-from tests.conftest import EXAMPLES, functions_dir, make_config
+from tests.conftest import ENGINE_BACKENDS, EXAMPLES, functions_dir, make_config
 from tests.guest_wat import PAGE, RET_PTR, RET_SIZE, U32_A, U32_B, U64, Results, WatGuest, serialize_map, write_guest
 
-BACKENDS = ["fast", "public"]
+BACKENDS = ENGINE_BACKENDS
 
 # Bad pointers: far outside the 1-page memory (negative as a signed i32), exactly at its end, and
 # starting inside but running past the end (every range used below is at least 3 bytes long).

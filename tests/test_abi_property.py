@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from abi import HostServices, HttpRequest, PluginSettings, ProxyWasmVM, WasmEngine, all_host_functions
 from abi.engine import I32
 from abi.vm import StreamState
+from tests.conftest import ENGINE_BACKENDS
 
 # proc_exit ends the call by design (a trap carrying the exit code), so it has no status to check.
 FUNCTIONS = [f for f in all_host_functions() if f.module != "wasi_unstable" and f.name != "proc_exit"]
@@ -40,7 +41,7 @@ def _forwarders() -> str:
         "\n".join(exports) + ")"
 
 
-@pytest.fixture(scope="module", params=["fast", "public"])
+@pytest.fixture(scope="module", params=ENGINE_BACKENDS)
 def vm(request) -> ProxyWasmVM:
     engine = WasmEngine(request.param)
     linker = engine.linker(all_host_functions())

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLES, functions_dir, make_config
+from tests.conftest import ENGINE_BACKENDS, EXAMPLES, functions_dir, make_config
 from tests.guest_wat import (RET, U32_A, U32_B, U64, Results, WatGuest, failure, parse_map, serialize_map,
                              write_guest)
 
@@ -41,7 +41,7 @@ def u32s(wat_calls: list[str]) -> str:
 # -- buffers ---------------------------------------------------------------------------------------
 
 # Both back-ends: wasmtime-py hands i32 arguments to Python signed, so start=0xFFFFFFFF must still append.
-@pytest.mark.parametrize("backend", ["fast", "public"])
+@pytest.mark.parametrize("backend", ENGINE_BACKENDS)
 async def test_set_buffer_bytes_prepend_append_replace(serve, tmp_path: Path, backend: str) -> None:
     g = WatGuest()
     edits = [

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from host.config import load_config
-from tests.conftest import EXAMPLES, IN_CI, functions_dir, make_config
+from tests.conftest import ENGINE_BACKENDS, EXAMPLES, IN_CI, functions_dir, make_config
 
 
 def _redis_or_skip() -> redis.Redis:
@@ -23,7 +23,7 @@ def _redis_or_skip() -> redis.Redis:
     return client
 
 
-@pytest.mark.parametrize("backend", ["fast", "public"])
+@pytest.mark.parametrize("backend", ENGINE_BACKENDS)
 async def test_demo_with_memory_store(serve, tmp_path: Path, backend: str) -> None:
     client = await serve(make_config(tmp_path, EXAMPLES), engine_backend=backend)
     status, _, body = await client.call("id_1", "/?name=book1")

@@ -8,17 +8,19 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import wasmtime
 
 from abi.engine import GuestTrap, WasmEngine
 from host.execution import PROMOTE_AFTER
-from tests.conftest import EXAMPLES, functions_dir, make_config
+from tests.conftest import ENGINE_BACKENDS, EXAMPLES, functions_dir, make_config
 
 LOOP = '(module (func (export "spin") (loop br 0)) (func (export "seven") (result i32) i32.const 7))'
 
 
-def test_a_looping_guest_holding_the_gil_is_interrupted_and_other_threads_run() -> None:
-    engine = WasmEngine("fast")
+@pytest.mark.parametrize("backend", [b for b in ENGINE_BACKENDS if b != "public"])
+def test_a_looping_guest_holding_the_gil_is_interrupted_and_other_threads_run(backend: str) -> None:
+    engine = WasmEngine(backend)
     engine.start_ticker()
     try:
         assert engine.guests_may_hold_gil  # the native (GIL-free) ticker is running

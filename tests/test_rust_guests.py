@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 import wasmtime
 
-from tests.conftest import EXAMPLES, IN_CI, REPO, functions_dir, make_config
+from tests.conftest import ENGINE_BACKENDS, EXAMPLES, IN_CI, REPO, functions_dir, make_config
 
 RUST_EXAMPLES = REPO / "examples" / "functions-rust"
 MODULES = ("function_1", "function_2", "hello")
@@ -58,7 +58,7 @@ def _subdir(tmp_path: Path, name: str) -> Path:
 
 # -- the demo through a real server ------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["fast", "public"])
+@pytest.mark.parametrize("backend", ENGINE_BACKENDS)
 async def test_rust_demo(serve, tmp_path: Path, backend: str) -> None:
     folder = functions_dir(tmp_path, *_rust(*MODULES))
     client = await serve(make_config(tmp_path, folder), engine_backend=backend)

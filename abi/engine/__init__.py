@@ -1,7 +1,11 @@
 """The engine adapter: every guest call, host-import definition and guest-memory access goes through here.
 
-One `WasmEngine` per process. `backend="fast"` (default) uses wasmtime's unchecked C calls; `"public"`
-uses only wasmtime-py's documented API. Set `WASM_FAAS_ENGINE_BACKEND=public` to force the latter.
+One `WasmEngine` per process, with one of three back-ends (the best available is the default):
+- `"native"`: wasmtime's unchecked C calls, every crossing made by the C extension `_native`
+  (built from `_native.c` when the package is installed);
+- `"ctypes"`: the same unchecked calls through ctypes (when the extension is missing);
+- `"public"`: only wasmtime-py's documented API (the reference for the other two).
+`WASM_FAAS_ENGINE_BACKEND` forces one.
 """
 
 from __future__ import annotations
@@ -32,6 +36,22 @@ try:
 except Exception as error:  # pragma: no cover - only on an unexpected wasmtime-py
     _fast = None  # type: ignore[assignment]
     _FAST_ERROR = str(error)
+
+try:
+    from . import _native_glue
+
+    _NATIVE_ERROR: Optional[str] = None
+except Exception as error:  # the extension was not built (no C compiler at install time)
+    _native_glue = None  # type: ignore[assignment]
+    _NATIVE_ERROR = _FAST_ERROR or str(error)
+
+BACKENDS = ("native", "ctypes", "public")
+
+
+def available_backends() -> list[str]:
+    """The back-ends this installation can run, best first."""
+    return [name for name, ok in (("native", _native_glue is not None), ("ctypes", _fast is not None),
+                                  ("public", True)) if ok]
 
 
 class HostLinker:
@@ -68,11 +88,14 @@ UNLIMITED_FUEL = (1 << 63) - 1
 
 class WasmEngine:
     def __init__(self, backend: Optional[str] = None, *, fuel_metering: bool = False):
-        backend = backend or os.environ.get("WASM_FAAS_ENGINE_BACKEND", "fast")
-        if backend not in ("fast", "public"):
-            raise ValueError(f"unknown engine backend {backend!r} (expected 'fast' or 'public')")
-        if backend == "fast" and _fast is None:
-            log.warning("fast engine backend unavailable (%s); using the public API", _FAST_ERROR)
+        backend = backend or os.environ.get("WASM_FAAS_ENGINE_BACKEND") or available_backends()[0]
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown engine backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+        if backend == "native" and _native_glue is None:
+            log.warning("native engine backend unavailable (%s); using ctypes", _NATIVE_ERROR)
+            backend = "ctypes"
+        if backend == "ctypes" and _fast is None:
+            log.warning("ctypes engine backend unavailable (%s); using the public API", _FAST_ERROR)
             backend = "public"
         self.backend = backend
         config = wasmtime.Config()
@@ -84,15 +107,17 @@ class WasmEngine:
         # Linear memory never moves, so guest memory views stay valid across memory.grow.
         config.memory_may_move = False
         self.engine = wasmtime.Engine(config)
-        self._guest_class = _fast.FastGuest if backend == "fast" else _public.PublicGuest
+        if backend == "native":
+            self._guest_class, self._define = _native_glue.NativeGuest, _native_glue.define
+        elif backend == "ctypes":
+            self._guest_class, self._define = _fast.FastGuest, _fast.define
+        else:
+            self._guest_class, self._define = _public.PublicGuest, _public.define
         self._ticker: Optional[Any] = None
         self.guests_may_hold_gil = False
 
     def _backend_define(self, linker: wasmtime.Linker, host: HostFunction) -> None:
-        if self.backend == "fast":
-            _fast.define(linker, host)
-        else:
-            _public.define(linker, host)
+        self._define(linker, host)
 
     # -- modules ------------------------------------------------------------------------------
     def compile(self, wasm: bytes) -> wasmtime.Module:
@@ -118,14 +143,14 @@ class WasmEngine:
             from ._common import trap_from_wasmtime
             raise trap_from_wasmtime(error) from None
         guest = self._guest_class(store, instance, owner)
-        guest.may_hold_gil = self.guests_may_hold_gil and self.backend == "fast"
+        guest.may_hold_gil = self.guests_may_hold_gil and self.backend != "public"
         return guest
 
     # -- epoch ticker -------------------------------------------------------------------------
     def start_ticker(self) -> None:
         """Advance the epoch every EPOCH_TICK_SECONDS so per-call deadlines interrupt runaway guests."""
         if self._ticker is None:
-            self._ticker = _ticker.start_ticker(self.engine, native=self.backend == "fast")
+            self._ticker = _ticker.start_ticker(self.engine, native=self.backend != "public")
             # A guest may keep the GIL across calls only if something else can still interrupt it.
             self.guests_may_hold_gil = self._ticker.ticks_without_gil
 

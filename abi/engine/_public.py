@@ -38,9 +38,14 @@ class PublicGuest(GuestBase):
     def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
         store = self.store
         guest = self
-        nparams = len(export.type(store).params)
+        functype = export.type(store)
+        nparams = len(functype.params)
+        # i32 results are the ABI's unsigned ints; wasmtime-py returns them signed.
+        unsigned_result = bool(functype.results) and str(functype.results[0]) == I32
 
         def call(*args: int) -> Optional[int]:
+            if len(args) < nparams:
+                raise TypeError(f"guest function takes {nparams} arguments, {len(args)} given")
             previous = ACTIVE.guest
             ACTIVE.guest = guest
             try:
@@ -56,7 +61,7 @@ class PublicGuest(GuestBase):
                 ACTIVE.guest = previous
             if guest.pending_error is not None:
                 guest.raise_pending()
-            if isinstance(result, int) and result < 0:
+            if unsigned_result and result < 0:
                 result &= 0xFFFFFFFF
             return result
 

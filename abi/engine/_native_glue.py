@@ -1,0 +1,79 @@
+"""The native back-end: the fast back-end's unchecked wasmtime calls, with each crossing in C.
+
+`abi.engine._native` (built from `_native.c` when the package is installed) makes guest calls and
+host-import trampolines without ctypes: a guest call is a vectorcall object over a pre-allocated
+raw-value buffer, a host import one C callback that vectorcalls its implementation. Deadlines,
+the epoch callback, export lookup and error conversion are the fast back-end's (`_fast.FastGuest`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import CFUNCTYPE, c_size_t, c_void_p
+from typing import Any, Callable, Optional
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from . import _native  # type: ignore[attr-defined]  # ImportError when the extension was not built
+from ._common import I32, GuestMemoryError, HostFunction
+from ._fast import _ERROR_PTR, _TRAP_PTR, FastGuest, trap_from_wasmtime
+
+_native.configure(
+    ctypes.cast(ffi.dll.wasmtime_func_call_unchecked, c_void_p).value,
+    ctypes.cast(ffi.dll.wasmtime_trap_new, c_void_p).value,
+    ctypes.sizeof(ffi.wasmtime_func_t), ctypes.sizeof(ffi.wasmtime_val_raw_t), GuestMemoryError)
+
+_TRAMPOLINE = _native.trampoline_address()
+_define_unchecked = CFUNCTYPE(c_void_p, c_void_p, ctypes.c_char_p, c_size_t, ctypes.c_char_p, c_size_t,
+                              c_void_p, c_void_p, c_void_p, c_void_p)(
+    ("wasmtime_linker_define_func_unchecked", ffi.dll))
+
+# HostImport objects are the trampoline's `env`: they must outlive every linker that uses them.
+_KEEP_ALIVE: list[Any] = []
+
+
+def _kinds(types: Any) -> bytes:
+    return bytes(0 if str(kind) == I32 else 1 for kind in types)
+
+
+def define(linker: wasmtime.Linker, host: HostFunction) -> None:
+    result_kind = -1 if not host.results else (0 if host.results[0] == I32 else 1)
+    target = _native.HostImport(host.impl, host.name, _kinds(host.params), result_kind, host.on_memory_error)
+    functype = host.functype()
+    _KEEP_ALIVE.append((target, functype))
+    module, name = host.module.encode(), host.name.encode()
+    error = _define_unchecked(ctypes.cast(linker.ptr(), c_void_p).value, module, len(module), name, len(name),
+                              ctypes.cast(functype.ptr(), c_void_p).value, _TRAMPOLINE, id(target), None)
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
+
+
+class NativeGuest(FastGuest):
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
+        self._state = _native.GuestState(self, owner)
+        super().__init__(store, instance, owner)
+
+    @property
+    def hold_gil(self) -> bool:
+        return self._state.hold_gil
+
+    @hold_gil.setter
+    def hold_gil(self, value: bool) -> None:
+        self._state.hold_gil = value and self.may_hold_gil
+
+    def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
+        functype = export.type(self.store)
+        results = [str(r) for r in functype.results]
+        result_kind = -1 if not results else (0 if results[0] == I32 else 1)
+        return _native.GuestCall(self._state, self._context, bytes(export._func), _kinds(functype.params),
+                                 result_kind)
+
+    def _fail_native(self, error: Optional[int], trap: Optional[int]) -> None:
+        """Called by a GuestCall whose guest trapped or failed: raise the matching GuestTrap."""
+        if trap:
+            failure: Exception = wasmtime.Trap._from_ptr(ctypes.cast(trap, _TRAP_PTR))
+        else:
+            failure = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
+        self.raise_pending()
+        raise trap_from_wasmtime(failure)
