@@ -8,7 +8,7 @@ from typing import Optional
 from .maps import HeaderList
 
 
-@dataclass
+@dataclass(slots=True)
 class HttpRequest:
     method: str
     path: str  # path with query string, as sent
@@ -45,7 +45,7 @@ class HttpRequest:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class HttpResponse:
     status: int = 200
     headers: HeaderList = field(default_factory=list)

@@ -46,7 +46,7 @@ class PluginSettings:
     fuel_per_request: Optional[int] = None  # wasm instructions a request may run (needs fuel metering)
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamState:
     """Everything one HTTP stream context reads and writes through host imports."""
 
@@ -120,10 +120,9 @@ class ProxyWasmVM:
 
     def return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> None:
         """Hand `data` back through a (u8**, size_t*) out-parameter pair."""
-        self.guest.check_writable((ptr_ptr, 4), (size_ptr, 4))
-        ptr = self.allocate(data)
-        self.guest.write_u32(ptr_ptr, ptr)
-        self.guest.write_u32(size_ptr, len(data))
+        guest = self.guest
+        guest.check_u32_pair(ptr_ptr, size_ptr)  # before allocating: a bad pointer must not leak guest memory
+        guest.write_checked_u32_pair(ptr_ptr, self.allocate(data), size_ptr, len(data))
 
     def read_str(self, ptr: int, size: int) -> str:
         return self.guest.read(ptr, size).decode("utf-8", "surrogateescape")

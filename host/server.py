@@ -27,7 +27,7 @@ from aiohttp import web
 from .cluster import SERVING, STARTING, WorkerRole
 from .config import HostConfig
 from .http.admin import LayottoAdmin, create_admin_app
-from .http.listener import create_function_app
+from .http.listener import create_function_server
 from .http.peers import Peers
 from .runtime import DOWN, Host
 from .watcher import FunctionWatcher
@@ -43,7 +43,7 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _in_flight(runner: web.AppRunner) -> int:
+def _in_flight(runner: web.BaseRunner) -> int:
     """Requests being handled right now (read from aiohttp's connection handlers)."""
     server = runner.server
     if server is None:
@@ -54,7 +54,7 @@ def _in_flight(runner: web.AppRunner) -> int:
 @dataclass
 class RunningServer:
     host: Host
-    runners: list[web.AppRunner]  # admin runner(s) first, the function listener last
+    runners: list[web.BaseRunner]  # admin runner(s) first, the function listener last
     listen_port: int
     admin_port: int
     watcher: Optional[FunctionWatcher] = None
@@ -94,9 +94,13 @@ class RunningServer:
         log.info("shutdown: complete in %.2fs", time.monotonic() - started)
 
 
-async def _serve(app: web.Application, address: str,
-                 shutdown_timeout: float = ADMIN_SHUTDOWN_S) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+async def _serve(app: web.Application | web.Server, address: str,
+                 shutdown_timeout: float = ADMIN_SHUTDOWN_S) -> tuple[web.BaseRunner, int]:
+    runner: web.BaseRunner
+    if isinstance(app, web.Server):
+        runner = web.ServerRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    else:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     host, port = _split(address)
     site = web.TCPSite(runner, host, port, reuse_port=True)
@@ -114,7 +118,7 @@ async def start_server(config: HostConfig, *, engine_backend: Optional[str] = No
                        role: Optional[WorkerRole] = None) -> RunningServer:
     host = Host(config, engine_backend=engine_backend)
     grace = max(config.server.shutdown_grace_ms / 1000, 0.001)  # aiohttp reads 0 as "no limit"
-    admin_runners: list[web.AppRunner] = []
+    admin_runners: list[web.BaseRunner] = []
     try:
         if role is None:
             runner, admin_port = await _serve(create_admin_app(host), config.server.admin)
@@ -132,7 +136,7 @@ async def start_server(config: HostConfig, *, engine_backend: Optional[str] = No
         await host.start()
         if role is not None:
             await LayottoAdmin(host).replay(role.journal())
-        listen_runner, listen_port = await _serve(create_function_app(host), config.server.listen, grace)
+        listen_runner, listen_port = await _serve(create_function_server(host), config.server.listen, grace)
     except BaseException:
         for runner in reversed(admin_runners):
             await runner.cleanup()

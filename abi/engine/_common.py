@@ -135,6 +135,19 @@ class GuestBase:
         self._check(ptr, 8)
         _U64.pack_into(self._view, ptr, value & 0xFFFFFFFFFFFFFFFF)
 
+    def check_u32_pair(self, first: int, second: int) -> None:
+        """Both are valid addresses of a u32 (the common out-parameter pair of the ABI)."""
+        size = self._size
+        if first < 0 or second < 0 or first + 4 > size or second + 4 > size:
+            self._check(first, 4)
+            self._check(second, 4)
+
+    def write_checked_u32_pair(self, first: int, first_value: int, second: int, second_value: int) -> None:
+        """Write two u32 values at addresses `check_u32_pair` accepted (memory never shrinks)."""
+        view = self._view
+        _U32.pack_into(view, first, first_value & 0xFFFFFFFF)
+        _U32.pack_into(view, second, second_value & 0xFFFFFFFF)
+
     def check_writable(self, *ptrs_and_sizes: tuple[int, int]) -> None:
         for ptr, size in ptrs_and_sizes:
             self._check(ptr, size)

@@ -118,10 +118,12 @@ class FastGuest(GuestBase):
         self._deadline_at = float("inf")
         self._epoch_callback = _EPOCH_CALLBACK(self._on_epoch)
         _set_epoch_callback(ctypes.cast(store.ptr(), c_void_p).value, self._epoch_callback, None, None)
+        # The callback runs at the first tick the guest sees and then at every tick (it asks for
+        # one more each time), so a new deadline is only a new `_deadline_at`: no call into wasmtime.
+        store.set_epoch_deadline(1)
 
     def set_deadline(self, epoch_ticks: int) -> None:
         self._deadline_at = time.monotonic() + epoch_ticks * EPOCH_TICK_SECONDS
-        self.store.set_epoch_deadline(1)  # the callback runs at every tick
 
     def _on_epoch(self, _context: int, _data: int, delta_ptr: int, kind_ptr: int) -> int:
         if time.monotonic() >= self._deadline_at:

@@ -1,4 +1,8 @@
-"""The function listener: header `id` picks the function, the request runs on one of its instances."""
+"""The function listener: header `id` picks the function, the request runs on one of its instances.
+
+It is aiohttp's low-level `web.Server` with one handler, not an `Application`: every request
+goes to the same place, so URL routing, match info and middleware would be pure per-request cost.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import functools
 from typing import Tuple
 
 from aiohttp import web
+from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict
 
 from abi import GuestTrap, HttpRequest, HttpResponse
@@ -37,7 +42,8 @@ def _replacing(version: FunctionVersion) -> web.Response:
                       headers={"Retry-After": "1"})
 
 
-def create_function_app(host: Host) -> web.Application:
+def create_function_server(host: Host) -> web.Server:
+    """The listener's request handler; needs the running event loop (aiohttp's Server does)."""
     router = host.router
     threads = host.threads
     acquire_timeout = host.config.server.acquire_timeout_ms / 1000
@@ -114,7 +120,7 @@ def create_function_app(host: Host) -> web.Application:
                 raise _Unavailable(_busy(version, error)) from None
         raise _Unavailable(_replacing(version))
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def handle(request: BaseRequest) -> web.StreamResponse:
         function_id = request.headers.get("id")
         if not function_id:
             return json_error(400, "missing 'id' header: it names the function to call")
@@ -149,9 +155,12 @@ def create_function_app(host: Host) -> web.Application:
         return web.Response(status=response.status, body=response.body,
                             headers=CIMultiDict(response.headers) if response.headers else None)
 
+    loop = asyncio.get_running_loop()
+
+    def make_request(message, payload, protocol, writer, task) -> BaseRequest:  # type: ignore[no-untyped-def]
+        return BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=max_body)
+
     server = host.config.server
-    app = web.Application(client_max_size=max_body, handler_args={
-        "max_line_size": server.max_header_bytes, "max_field_size": server.max_header_bytes,
-        "max_headers": server.max_headers})
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app
+    return web.Server(handle, request_factory=make_request, access_log=None,
+                      max_line_size=server.max_header_bytes, max_field_size=server.max_header_bytes,
+                      max_headers=server.max_headers)
