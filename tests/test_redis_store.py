@@ -3,6 +3,8 @@ replies, a connection the server dropped, a pool that is exhausted."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 
 import pytest
@@ -70,6 +72,20 @@ def test_a_connection_the_server_dropped_is_replaced_transparently(admin: redis.
     finally:
         store.close()
         admin.delete(key)
+
+
+def test_a_caller_waits_for_a_connection_given_back_in_time(admin: redis.Redis) -> None:
+    store = _store(pool_size=1, timeout_ms=2000)
+    try:
+        held = store._pool.acquire()
+        timer = threading.Timer(0.1, store._pool.release, (held,))
+        timer.start()
+        started = time.monotonic()
+        assert store.get(f"test-{uuid.uuid4()}") is None
+        assert 0.05 < time.monotonic() - started < 1.5
+        timer.join()
+    finally:
+        store.close()
 
 
 def test_an_exhausted_pool_fails_after_its_wait(admin: redis.Redis) -> None:

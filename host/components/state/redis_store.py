@@ -8,6 +8,7 @@ as much CPU as the round trip to a local Redis, and a guest thread holds the GIL
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Optional
 
 import redis
@@ -18,36 +19,61 @@ from .base import ComponentError
 
 class _ConnectionPool:
     """At most `size` connections; a caller waits up to `wait_s` for one. Most recently used first,
-    so a quiet period leaves the rarely used ones idle rather than every one half-warm."""
+    so a quiet period leaves the rarely used ones idle rather than every one half-warm. The common
+    paths take one C-level lock (threading's semaphores are Python code on every call)."""
 
     def __init__(self, make: Any, size: int, wait_s: float):
         self._make = make
-        self._idle: list[redis.Connection] = []
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(size)
+        self._size = size
         self._wait_s = wait_s
+        self._idle: list[redis.Connection] = []
+        self._open = 0  # connections handed out or idle
+        self._waiting = 0
+        self._freed = threading.Condition(threading.Lock())
 
     def acquire(self) -> Optional[redis.Connection]:
         """A connection (connected lazily by its first command), or None after waiting in vain."""
-        if not self._slots.acquire(timeout=self._wait_s):
-            return None
-        with self._lock:
+        with self._freed:
+            if not self._idle and self._open >= self._size:
+                deadline = time.monotonic() + self._wait_s
+                self._waiting += 1
+                try:
+                    while not self._idle and self._open >= self._size:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not self._freed.wait(remaining):
+                            if not self._idle and self._open >= self._size:
+                                return None
+                finally:
+                    self._waiting -= 1
             if self._idle:
                 return self._idle.pop()
-        return self._make()
+            self._open += 1
+        try:
+            return self._make()
+        except BaseException:
+            self._forget_one()
+            raise
 
     def release(self, connection: redis.Connection) -> None:
-        with self._lock:
+        with self._freed:
             self._idle.append(connection)
-        self._slots.release()
+            if self._waiting:
+                self._freed.notify()
 
     def discard(self, connection: redis.Connection) -> None:
         connection.disconnect()
-        self._slots.release()
+        self._forget_one()
+
+    def _forget_one(self) -> None:
+        with self._freed:
+            self._open -= 1
+            if self._waiting:
+                self._freed.notify()
 
     def close(self) -> None:
-        with self._lock:
+        with self._freed:
             idle, self._idle = self._idle, []
+            self._open -= len(idle)
         for connection in idle:
             connection.disconnect()
 
