@@ -23,11 +23,12 @@ class HttpRequest:
 
     @classmethod
     def build(cls, method: str, path: str, headers: HeaderList, body: bytes = b"", *, authority: str = "",
-              scheme: str = "http", **extra: object) -> "HttpRequest":
-        """A request whose header map starts with Envoy's pseudo headers, as proxy-wasm guests expect."""
+              scheme: str = "http", lowered: bool = False, **extra: object) -> "HttpRequest":
+        """A request whose header map starts with Envoy's pseudo headers, as proxy-wasm guests expect.
+        `lowered`: the header names are lower case already."""
         pseudo = [(":method", method), (":path", path), (":authority", authority), (":scheme", scheme)]
-        lowered = [(k.lower(), v) for k, v in headers]
-        return cls(method=method, path=path, headers=pseudo + lowered, body=body, scheme=scheme, **extra)  # type: ignore[arg-type]
+        pseudo += headers if lowered else [(k.lower(), v) for k, v in headers]
+        return cls(method=method, path=path, headers=pseudo, body=body, scheme=scheme, **extra)  # type: ignore[arg-type]
 
     @property
     def url_path(self) -> str:

@@ -2,7 +2,7 @@
 
 Shutdown is graceful (`RunningServer.stop`, on SIGTERM or SIGINT): stop accepting connections,
 give in-flight requests `server.shutdown_grace_ms` to finish (idle keep-alive connections are
-closed; a request still running after at most twice that is cancelled), stop the watcher, close the pools
+closed; a request still running after that is cut), stop the watcher, close the pools
 (each instance's root context is retired: proxy_on_done / proxy_on_delete), close state stores,
 and finally the admin listener — which answers readiness DOWN during the drain.
 
@@ -28,6 +28,7 @@ from .cluster import SERVING, STARTING, WorkerRole
 from .config import HostConfig
 from .http.admin import LayottoAdmin, create_admin_app
 from .http.listener import create_function_server
+from .http.protocol import HttpServer
 from .http.peers import Peers
 from .runtime import DOWN, Host
 from .watcher import FunctionWatcher
@@ -43,18 +44,11 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _in_flight(runner: web.BaseRunner) -> int:
-    """Requests being handled right now (read from aiohttp's connection handlers)."""
-    server = runner.server
-    if server is None:
-        return 0
-    return sum(1 for handler in server.connections if getattr(handler, "_request_in_progress", False))
-
-
 @dataclass
 class RunningServer:
     host: Host
-    runners: list[web.BaseRunner]  # admin runner(s) first, the function listener last
+    runners: list[web.BaseRunner]  # admin runner(s)
+    listener: HttpServer
     listen_port: int
     admin_port: int
     watcher: Optional[FunctionWatcher] = None
@@ -68,39 +62,32 @@ class RunningServer:
         self._stopped = True
         started = time.monotonic()
         self.host.status = DOWN  # readiness answers DOWN while draining
-        listener, admins = self.runners[-1], self.runners[:-1]
+        listener = self.listener
         grace = self.host.config.server.shutdown_grace_ms / 1000
 
-        for site in list(listener.sites):
-            await site.stop()
-        in_flight = _in_flight(listener)
+        listener.stop_accepting()
+        in_flight = listener.in_flight
         log.info("shutdown: stopped accepting connections; waiting up to %.1fs for %d in-flight request(s)",
                  grace, in_flight)
         if self.watcher is not None:
             await self.watcher.stop()
             log.info("shutdown: file watcher stopped")
-        # Closes idle keep-alive connections, waits for running handlers (up to `grace`), then
-        # cancels what is left.
-        await listener.cleanup()
+        finished = await listener.drain(max(0.0, grace - (time.monotonic() - started)))
         drained = time.monotonic() - started
-        if in_flight and drained >= grace:
-            log.warning("shutdown: grace period of %.1fs over; unfinished requests were cancelled", grace)
+        if not finished:
+            log.warning("shutdown: grace period of %.1fs over; unfinished requests were cut", grace)
         else:
             log.info("shutdown: in-flight requests finished (%.2fs)", drained)
 
         await self.host.stop()  # pools closed (root contexts retired), state stores closed
-        for runner in reversed(admins):
+        for runner in reversed(self.runners):
             await runner.cleanup()
         log.info("shutdown: complete in %.2fs", time.monotonic() - started)
 
 
-async def _serve(app: web.Application | web.Server, address: str,
-                 shutdown_timeout: float = ADMIN_SHUTDOWN_S) -> tuple[web.BaseRunner, int]:
-    runner: web.BaseRunner
-    if isinstance(app, web.Server):
-        runner = web.ServerRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout)
-    else:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+async def _serve(app: web.Application, address: str,
+                 shutdown_timeout: float = ADMIN_SHUTDOWN_S) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     host, port = _split(address)
     site = web.TCPSite(runner, host, port, reuse_port=True)
@@ -117,7 +104,6 @@ async def _serve(app: web.Application | web.Server, address: str,
 async def start_server(config: HostConfig, *, engine_backend: Optional[str] = None,
                        role: Optional[WorkerRole] = None) -> RunningServer:
     host = Host(config, engine_backend=engine_backend)
-    grace = max(config.server.shutdown_grace_ms / 1000, 0.001)  # aiohttp reads 0 as "no limit"
     admin_runners: list[web.BaseRunner] = []
     try:
         if role is None:
@@ -136,7 +122,8 @@ async def start_server(config: HostConfig, *, engine_backend: Optional[str] = No
         await host.start()
         if role is not None:
             await LayottoAdmin(host).replay(role.journal())
-        listen_runner, listen_port = await _serve(create_function_server(host), config.server.listen, grace)
+        listener = create_function_server(host)
+        listen_port = await listener.start(*_split(config.server.listen))
     except BaseException:
         for runner in reversed(admin_runners):
             await runner.cleanup()
@@ -151,7 +138,7 @@ async def start_server(config: HostConfig, *, engine_backend: Optional[str] = No
         role.register(SERVING, private_port, listen_port)
     log.info("functions listening on %s (port %d), admin on %s (port %d)", config.server.listen, listen_port,
              config.server.admin if role is None or role.primary else "127.0.0.1", admin_port)
-    return RunningServer(host, [*admin_runners, listen_runner], listen_port, admin_port, watcher, role)
+    return RunningServer(host, admin_runners, listener, listen_port, admin_port, watcher, role)
 
 
 async def _supervisor_gone(role: WorkerRole, stop: asyncio.Event) -> None:

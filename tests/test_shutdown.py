@@ -111,7 +111,7 @@ def test_the_grace_period_bounds_the_drain(tmp_path: Path, c_guests: Path) -> No
         assert time.monotonic() - started < 3  # not the 20 s the guest wanted
         thread.join(10)
         assert len(answers) == 1 and not (isinstance(answers[0], tuple) and answers[0][0] == 200), answers
-        assert "shutdown: grace period of 0.3s over; unfinished requests were cancelled" in host.log()
+        assert "shutdown: grace period of 0.3s over; unfinished requests were cut" in host.log()
     finally:
         host.close()
 

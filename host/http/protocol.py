@@ -1,0 +1,420 @@
+"""A lean HTTP/1.1 server for the function listener: httptools parses, this module does the rest.
+
+Why not aiohttp's server here: its per-request machinery (request and response objects, a task per
+request, header multidicts, the stream writer) costs several times what the host itself spends on
+a cheap function (bench/results). The admin listener stays on aiohttp.
+
+What it does: keep-alive and pipelining (answers in order, one request per connection at a time),
+Content-Length and chunked request bodies, `Expect: 100-continue`, HEAD, `Upgrade` ignored (the
+request is answered as a plain one, then the connection closes), limits (request target and
+header field sizes, header count, body size) answered 400/413 and the connection closed, an idle
+timeout for keep-alive connections, and a graceful stop (stop accepting, close idle connections,
+wait for the requests in flight). A handler answers at once (a `Response`) or later (an awaitable);
+answering at once costs no task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Awaitable, Callable, Optional, Union
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    target: str  # path and query string, as sent
+    headers: list[tuple[str, str]]  # names in lower case, in the order received
+    body: bytes
+    peer: Optional[tuple]  # (address, port) of the client
+
+    def header(self, name: str) -> Optional[str]:
+        """The first value of header `name` (lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "application/octet-stream"  # sent when `headers` has no content-type
+
+
+def error_response(status: int, message: str, *, function: Optional[str] = None,
+                   headers: Optional[dict[str, str]] = None) -> Response:
+    """A JSON error answer naming what went wrong (and the function, when there is one)."""
+    payload = {"error": message}
+    if function is not None:
+        payload["function"] = function
+    return Response(status, json.dumps(payload).encode(), list((headers or {}).items()), "application/json")
+
+
+Handler = Callable[[Request], Union[Response, Awaitable[Response]]]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_target: int = 8190  # request target (path and query)
+    max_field: int = 8190  # one header name or value
+    max_headers: int = 100
+    max_body: int = 16 * 1024 * 1024
+    idle_timeout_s: float = 75.0  # keep-alive connections idle this long are closed
+    max_pipelined: int = 16  # parsed requests waiting for their turn before reading pauses
+
+
+class _Reject(Exception):
+    """A request the server answers itself (400, 413) before closing the connection."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+_OURS = frozenset({"content-length", "transfer-encoding", "connection", "date", "content-type"})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DISCARD_LIMIT = 1024 * 1024  # after a 413 with no Content-Length, read at most this much more
+_DISCARD_WAIT_S = 2.0  # and for at most this long, before closing
+
+
+class _Clock:
+    """The Date header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._value = ""
+
+    def date(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, formatdate(now, usegmt=True)
+        return self._value
+
+
+def serialize(response: Response, *, head: bool, keep_alive: bool, date: str) -> bytes:
+    """The bytes of `response`. Raises ValueError for a header that would break the framing."""
+    status = response.status
+    if not 100 <= status <= 999:
+        raise ValueError(f"status {status} is not a valid HTTP status")
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\nDate: {date}\r\n"]
+    content_type = response.content_type
+    for name, value in response.headers:
+        lower = name.lower()
+        if lower in _OURS:
+            if lower == "content-type":
+                content_type = value
+            continue  # framing is the server's; a function cannot break it
+        if name.startswith(":"):
+            continue  # pseudo headers (:status) are not HTTP/1.1 headers
+        lines.append(f"{name}: {value}\r\n")
+    body = response.body
+    lines.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    text = "".join(lines)
+    if text.count("\n") != len(lines) + 2 or text.count("\r") != text.count("\n"):  # 2: Date, Content-Length
+        raise ValueError("a response header name or value contains a line break")
+    if not all(name and ":" not in name and " " not in name for name, _ in response.headers
+               if not name.startswith(":")):
+        raise ValueError("a response header name is empty or contains ':' or a space")
+    head_bytes = text.encode("utf-8", "surrogateescape") + b"\r\n"
+    return head_bytes if head else head_bytes + body
+
+
+class HttpServer:
+    """The listening socket and its connections."""
+
+    def __init__(self, handler: Handler, limits: Limits = Limits()):
+        self.handler = handler
+        self.limits = limits
+        self.connections: set[HttpConnection] = set()
+        self.closing = False
+        self.clock = _Clock()
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._sweeper: Optional[asyncio.TimerHandle] = None
+        self._idle_event: Optional[asyncio.Event] = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen (SO_REUSEPORT, so several worker processes can share the port); the bound port."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: HttpConnection(self), host, port, reuse_port=True,
+                                                backlog=1024)
+        self._sweep_later(loop)
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for connection in self.connections if connection.busy)
+
+    def _sweep_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweeper = loop.call_later(min(5.0, self.limits.idle_timeout_s), self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close keep-alive connections idle past the timeout (one timer, not one per request)."""
+        expired = loop.time() - self.limits.idle_timeout_s
+        for connection in list(self.connections):
+            if connection.idle and connection.last_active < expired:
+                connection.close()
+        self._sweep_later(loop)
+
+    def request_done(self) -> None:
+        if self._idle_event is not None and self.in_flight == 0:
+            self._idle_event.set()
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket and the idle keep-alive connections; answers still owed are
+        sent with `Connection: close`."""
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            if connection.idle:
+                connection.close()
+
+    async def drain(self, grace_s: float) -> bool:
+        """Give requests in flight `grace_s` to finish, then close every connection (cutting what
+        is still running). True when nothing was cut."""
+        self._idle_event = asyncio.Event()
+        finished = True
+        if self.in_flight:
+            try:
+                await asyncio.wait_for(self._idle_event.wait(), grace_s)
+            except asyncio.TimeoutError:
+                finished = False
+        for connection in list(self.connections):
+            connection.abort()
+        return finished
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parses requests, runs them one at a time, writes answers in order."""
+
+    def __init__(self, server: HttpServer):
+        self.server = server
+        self.limits = server.limits
+        self.loop = asyncio.get_running_loop()
+        self.transport: Optional[asyncio.Transport] = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer: Optional[tuple] = None
+        self.busy = False  # a request is being handled
+        self.last_active = self.loop.time()
+        self._queue: collections.deque[tuple[Request, bool]] = collections.deque()
+        self._task: Optional[asyncio.Task] = None
+        self._paused = False
+        self._in_message = False
+        self._rejected = False  # a request was refused: nothing more is parsed on this connection
+        self._pending_reject: Optional[_Reject] = None  # sent once the request in progress is answered
+        self._discarding = 0  # bytes of a refused body still to read (and drop) before closing
+        self._target = b""
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._head_size = 0
+
+    # -- connection ------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.peer = transport.get_extra_info("peername")
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+        self._queue.clear()
+        # A running request finishes (its instance is released as usual); its answer is dropped.
+
+    @property
+    def idle(self) -> bool:
+        return not self.busy and not self._queue and not self._in_message
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        if self._rejected:
+            if self._discarding > 0:
+                self._discarding -= len(data)
+                if self._discarding <= 0 and self._pending_reject is None:
+                    self.close()
+            return
+        if not self._in_message or self._head_size >= 0:
+            self._head_size += len(data)  # bounded before the parser has seen a whole header block
+            limits = self.limits
+            if self._head_size > limits.max_target + limits.max_headers * (limits.max_field + 4) + 4096:
+                self._reject(_Reject(400, "request header block too large"))
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as error:
+            reason = error.__context__
+            self._reject(reason if isinstance(reason, _Reject) else _Reject(400, f"bad request: {reason}"))
+        except httptools.HttpParserUpgrade:
+            # Upgrades are ignored (RFC 9110 7.8 allows it): the request was answered as a plain
+            # one, and its connection closes after the answer; what follows is not HTTP/1.1.
+            self._rejected = True
+        except httptools.HttpParserError as error:
+            self._reject(_Reject(400, f"malformed request: {error}"))
+
+    # -- parser callbacks ----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._target = b""
+        self._headers = []
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+        if len(self._target) > self.limits.max_target:
+            raise _Reject(400, f"request target longer than {self.limits.max_target} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self.limits
+        if len(name) > limits.max_field or len(value) > limits.max_field:
+            raise _Reject(400, f"header field longer than {limits.max_field} bytes")
+        if len(self._headers) >= limits.max_headers:
+            raise _Reject(400, f"more than {limits.max_headers} headers")
+        self._headers.append((name.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        self._head_size = -1  # the header block is parsed: the body has limits of its own
+        max_body = self.limits.max_body
+        expect_continue = False
+        for name, value in self._headers:
+            if name == "content-length" and value.strip().isdigit() and int(value) > max_body:
+                raise self._too_large(int(value))
+            if name == "expect" and value.lower() == "100-continue":
+                expect_continue = True
+        if expect_continue and self.transport is not None:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self.limits.max_body:
+            raise self._too_large(None)
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._head_size = 0
+        parser = self.parser
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = Request(parser.get_method().decode("ascii", "replace"),
+                          self._target.decode("utf-8", "surrogateescape"), self._headers, body, self.peer)
+        self._queue.append((request, parser.should_keep_alive() and not parser.should_upgrade()))
+        if self.busy:
+            if len(self._queue) >= self.limits.max_pipelined and self.transport is not None and not self._paused:
+                self._paused = True
+                self.transport.pause_reading()
+            return
+        self._run_queued()
+
+    def _too_large(self, content_length: Optional[int]) -> _Reject:
+        """A 413; the rest of the body is read and dropped first, so that closing the connection
+        does not reset it before the client has read the answer."""
+        self._discarding = content_length - self._body_size if content_length is not None else _DISCARD_LIMIT
+        function = next((value for name, value in self._headers if name == "id"), None)
+        reject = _Reject(413, f"request body larger than {self.limits.max_body} bytes")
+        reject.function = function  # type: ignore[attr-defined]
+        return reject
+
+    def _reject(self, reject: _Reject) -> None:
+        """Answer `reject` once the request in progress (if any) is answered, then close."""
+        log.info("refused a request from %s: %s", self.peer, reject)
+        self._rejected = True
+        self._queue.clear()
+        self._in_message = False
+        if self.busy:
+            self._pending_reject = reject
+        else:
+            self._send_reject(reject)
+
+    def _send_reject(self, reject: _Reject) -> None:
+        if self.transport is None:
+            return
+        response = error_response(reject.status, str(reject), function=getattr(reject, "function", None))
+        self.transport.write(serialize(response, head=False, keep_alive=False, date=self.server.clock.date()))
+        if self._discarding > 0:
+            self.loop.call_later(_DISCARD_WAIT_S, self.close)
+        else:
+            self.close()
+
+    # -- handling ------------------------------------------------------------------------------
+    def _run_queued(self) -> None:
+        """Handle queued requests in order while they answer at once; start a task otherwise."""
+        while self._queue and not self.busy and self.transport is not None:
+            request, keep_alive = self._queue.popleft()
+            self.busy = True
+            try:
+                result = self.server.handler(request)
+            except Exception as error:  # noqa: BLE001 - a handler bug must not take the connection down
+                log.exception("request handler failed")
+                result = error_response(500, f"internal error: {error}")
+            if isinstance(result, Response):
+                self._answer(request, result, keep_alive)
+            else:
+                self._task = self.loop.create_task(self._await(request, result, keep_alive))
+
+    async def _await(self, request: Request, pending: Awaitable[Response], keep_alive: bool) -> None:
+        try:
+            response = await pending
+        except asyncio.CancelledError:
+            self.busy = False
+            self.server.request_done()
+            raise
+        except Exception as error:  # noqa: BLE001
+            log.exception("request handler failed")
+            response = error_response(500, f"internal error: {error}")
+        self._task = None
+        self._answer(request, response, keep_alive)
+        self._run_queued()
+
+    def _answer(self, request: Request, response: Response, keep_alive: bool) -> None:
+        self.busy = False
+        transport = self.transport
+        if transport is not None:
+            keep_alive = keep_alive and not self.server.closing
+            try:
+                data = serialize(response, head=request.method == "HEAD", keep_alive=keep_alive,
+                                 date=self.server.clock.date())
+            except ValueError as error:
+                log.warning("invalid answer to %s %s: %s", request.method, request.target, error)
+                data = serialize(error_response(500, f"invalid response: {error}",
+                                                function=request.header("id")),
+                                 head=False, keep_alive=keep_alive, date=self.server.clock.date())
+            transport.write(data)
+            self.last_active = self.loop.time()
+            if self._pending_reject is not None:
+                reject, self._pending_reject = self._pending_reject, None
+                self._send_reject(reject)
+            elif not keep_alive:
+                transport.close()
+                self._queue.clear()
+            elif self._paused and len(self._queue) < self.limits.max_pipelined:
+                self._paused = False
+                transport.resume_reading()
+        self.server.request_done()
