@@ -116,11 +116,14 @@ class FastGuest(GuestBase):
         super().__init__(store, instance, owner)
         self._context = ctypes.cast(store._context(), c_void_p).value
         self._deadline_at = float("inf")
-        self._epoch_callback = _EPOCH_CALLBACK(self._on_epoch)
-        _set_epoch_callback(ctypes.cast(store.ptr(), c_void_p).value, self._epoch_callback, None, None)
+        self._install_epoch_callback(store)
         # The callback runs at the first tick the guest sees and then at every tick (it asks for
         # one more each time), so a new deadline is only a new `_deadline_at`: no call into wasmtime.
         store.set_epoch_deadline(1)
+
+    def _install_epoch_callback(self, store: wasmtime.Store) -> None:
+        self._epoch_callback = _EPOCH_CALLBACK(self._on_epoch)
+        _set_epoch_callback(ctypes.cast(store.ptr(), c_void_p).value, self._epoch_callback, None, None)
 
     def set_deadline(self, epoch_ticks: int) -> None:
         self._deadline_at = time.monotonic() + epoch_ticks * EPOCH_TICK_SECONDS

@@ -16,6 +16,7 @@
 #include <structmember.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 /* wasmtime_val_raw_t: a 16-byte union; i32 values live in the low 4 bytes, i64 in the low 8. */
 typedef struct {
@@ -27,9 +28,12 @@ typedef struct {
 typedef void *(*call_unchecked_fn)(void *, const void *, raw_value *, size_t, void **);
 /* wasmtime_trap_new(message, len) -> trap */
 typedef void *(*trap_new_fn)(const char *, size_t);
+/* wasmtime_error_new(message) -> error */
+typedef void *(*error_new_fn)(const char *);
 
 static call_unchecked_fn call_unchecked = NULL;
 static trap_new_fn trap_new = NULL;
+static error_new_fn error_new = NULL;
 
 #define MAX_PARAMS 16
 #define FUNC_BYTES 16 /* sizeof(wasmtime_func_t); checked in configure() */
@@ -47,6 +51,7 @@ typedef struct {
     PyObject *guest; /* the GuestBase (pending_error, _fail_native) */
     PyObject *owner; /* passed as the first argument of every host import */
     int hold_gil;    /* keep the GIL across guest calls (cheap guests) */
+    double deadline_at; /* CLOCK_MONOTONIC seconds (Python's time.monotonic()) */
 } GuestState;
 
 static int GuestState_init(GuestState *self, PyObject *args, PyObject *kwds) {
@@ -80,6 +85,8 @@ static void GuestState_dealloc(GuestState *self) {
 
 static PyMemberDef GuestState_members[] = {
     {"hold_gil", T_BOOL, offsetof(GuestState, hold_gil), 0, "keep the GIL across guest calls"},
+    {"deadline_at", T_DOUBLE, offsetof(GuestState, deadline_at), 0,
+     "time.monotonic() after which the running guest is interrupted"},
     {NULL},
 };
 
@@ -96,8 +103,10 @@ static PyTypeObject GuestStateType = {
     .tp_members = GuestState_members,
 };
 
-/* The instance whose code runs on this thread (borrowed: the running GuestCall holds it). */
+/* The instance whose code runs on this thread (borrowed: the running GuestCall holds it), and
+ * whether the innermost guest call on this thread kept the GIL. */
 static _Thread_local GuestState *active_state = NULL;
+static _Thread_local int active_holds_gil = 0;
 
 /* ---- GuestCall: one export, called like a Python function with int arguments -------------- */
 
@@ -143,16 +152,20 @@ static PyObject *GuestCall_vectorcall(GuestCall *self, PyObject *const *args, si
     GuestState *previous = active_state;
     void *trap = NULL;
     void *error;
+    int previous_holds_gil = active_holds_gil;
     Py_INCREF(self); /* the guest may drop its last reference from a host import */
     active_state = state;
     if (state->hold_gil) {
+        active_holds_gil = 1;
         error = call_unchecked(self->context, self->func, slots, self->nslots, &trap);
     } else {
+        active_holds_gil = 0;
         Py_BEGIN_ALLOW_THREADS
         error = call_unchecked(self->context, self->func, slots, self->nslots, &trap);
         Py_END_ALLOW_THREADS
     }
     active_state = previous;
+    active_holds_gil = previous_holds_gil;
     PyObject *result;
     if (error != NULL || trap != NULL) {
         /* Python turns the pointers into wasmtime objects and raises the right GuestTrap. */
@@ -404,13 +417,35 @@ done:
     return trap;
 }
 
+/* ---- epoch callback: deadlines without Python ----------------------------------------------- */
+
+/* wasmtime_store_epoch_deadline_callback's callback, run at every epoch tick while a guest of the
+ * store runs (its `data` is the store's GuestState). Past the deadline it ends the guest; before,
+ * a guest that keeps the GIL lets other threads have it once a tick. A guest that does not keep
+ * the GIL runs this without touching it, so two of them run in parallel undisturbed. */
+static void *epoch_callback(void *context, void *data, uint64_t *delta, uint8_t *kind) {
+    GuestState *state = (GuestState *)data;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((double)now.tv_sec + (double)now.tv_nsec / 1e9 >= state->deadline_at)
+        return error_new("wasm trap: interrupt (deadline exceeded)");
+    if (active_holds_gil) {
+        PyThreadState *thread = PyEval_SaveThread();
+        PyEval_RestoreThread(thread);
+    }
+    *delta = 1;
+    *kind = 0; /* WASMTIME_UPDATE_DEADLINE_CONTINUE */
+    return NULL;
+}
+
 /* ---- module ------------------------------------------------------------------------------ */
 
 static PyObject *configure(PyObject *module, PyObject *args) {
-    unsigned long long call_address, trap_new_address;
+    unsigned long long call_address, trap_new_address, error_new_address;
     Py_ssize_t func_size, raw_size;
     PyObject *memory_error;
-    if (!PyArg_ParseTuple(args, "KKnnO", &call_address, &trap_new_address, &func_size, &raw_size, &memory_error))
+    if (!PyArg_ParseTuple(args, "KKKnnO", &call_address, &trap_new_address, &error_new_address, &func_size,
+                          &raw_size, &memory_error))
         return NULL;
     if (func_size != FUNC_BYTES || raw_size != (Py_ssize_t)sizeof(raw_value)) {
         PyErr_Format(PyExc_ImportError, "wasmtime layout changed: func %zd bytes, raw value %zd bytes", func_size,
@@ -419,6 +454,7 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     }
     call_unchecked = (call_unchecked_fn)(uintptr_t)call_address;
     trap_new = (trap_new_fn)(uintptr_t)trap_new_address;
+    error_new = (error_new_fn)(uintptr_t)error_new_address;
     Py_INCREF(memory_error);
     Py_XSETREF(guest_memory_error, memory_error);
     Py_RETURN_NONE;
@@ -428,12 +464,18 @@ static PyObject *trampoline_address(PyObject *module, PyObject *unused) {
     return PyLong_FromVoidPtr((void *)host_trampoline);
 }
 
+static PyObject *epoch_callback_address(PyObject *module, PyObject *unused) {
+    return PyLong_FromVoidPtr((void *)epoch_callback);
+}
+
 static PyMethodDef module_methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(call_unchecked, trap_new, func_size, raw_size, GuestMemoryError): addresses of the wasmtime "
-     "C functions to use, and the layouts they expect"},
+     "configure(call_unchecked, trap_new, error_new, func_size, raw_size, GuestMemoryError): addresses of "
+     "the wasmtime C functions to use, and the layouts they expect"},
     {"trampoline_address", trampoline_address, METH_NOARGS,
      "the C callback to register for every host import (its env is the HostImport object)"},
+    {"epoch_callback_address", epoch_callback_address, METH_NOARGS,
+     "the C epoch-deadline callback to register for every store (its data is the GuestState)"},
     {NULL},
 };
 

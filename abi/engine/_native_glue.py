@@ -2,13 +2,15 @@
 
 `abi.engine._native` (built from `_native.c` when the package is installed) makes guest calls and
 host-import trampolines without ctypes: a guest call is a vectorcall object over a pre-allocated
-raw-value buffer, a host import one C callback that vectorcalls its implementation. Deadlines,
-the epoch callback, export lookup and error conversion are the fast back-end's (`_fast.FastGuest`).
+raw-value buffer, a host import one C callback that vectorcalls its implementation, and the epoch
+callback that enforces deadlines is C too (it needs no GIL). Export lookup and error conversion are
+the fast back-end's (`_fast.FastGuest`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import time
 from ctypes import CFUNCTYPE, c_size_t, c_void_p
 from typing import Any, Callable, Optional
 
@@ -16,15 +18,19 @@ import wasmtime
 from wasmtime import _ffi as ffi
 
 from . import _native  # type: ignore[attr-defined]  # ImportError when the extension was not built
-from ._common import I32, GuestMemoryError, HostFunction
+from ._common import EPOCH_TICK_SECONDS, I32, GuestMemoryError, HostFunction
 from ._fast import _ERROR_PTR, _TRAP_PTR, FastGuest, trap_from_wasmtime
 
 _native.configure(
     ctypes.cast(ffi.dll.wasmtime_func_call_unchecked, c_void_p).value,
     ctypes.cast(ffi.dll.wasmtime_trap_new, c_void_p).value,
+    ctypes.cast(ffi.dll.wasmtime_error_new, c_void_p).value,
     ctypes.sizeof(ffi.wasmtime_func_t), ctypes.sizeof(ffi.wasmtime_val_raw_t), GuestMemoryError)
 
 _TRAMPOLINE = _native.trampoline_address()
+_EPOCH_CALLBACK = _native.epoch_callback_address()
+_set_epoch_callback = CFUNCTYPE(None, c_void_p, c_void_p, c_void_p, c_void_p)(
+    ("wasmtime_store_epoch_deadline_callback", ffi.dll))
 _define_unchecked = CFUNCTYPE(c_void_p, c_void_p, ctypes.c_char_p, c_size_t, ctypes.c_char_p, c_size_t,
                               c_void_p, c_void_p, c_void_p, c_void_p)(
     ("wasmtime_linker_define_func_unchecked", ffi.dll))
@@ -52,7 +58,15 @@ def define(linker: wasmtime.Linker, host: HostFunction) -> None:
 class NativeGuest(FastGuest):
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
         self._state = _native.GuestState(self, owner)
+        self._state.deadline_at = float("inf")
         super().__init__(store, instance, owner)
+
+    def _install_epoch_callback(self, store: wasmtime.Store) -> None:
+        # The C callback reads the deadline from the GuestState, which lives as long as the guest.
+        _set_epoch_callback(ctypes.cast(store.ptr(), c_void_p).value, _EPOCH_CALLBACK, id(self._state), None)
+
+    def set_deadline(self, epoch_ticks: int) -> None:
+        self._state.deadline_at = time.monotonic() + epoch_ticks * EPOCH_TICK_SECONDS
 
     @property
     def hold_gil(self) -> bool:
