@@ -219,7 +219,7 @@ async def test_a_guest_cannot_break_the_framing(serve, tmp_path: Path) -> None:
 
 
 async def test_idle_keep_alive_connections_are_closed(serve, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(protocol.Limits, "__init__", _short_idle(protocol.Limits.__init__))
+    monkeypatch.setattr(protocol.Limits, "__init__", _with(protocol.Limits.__init__, idle_timeout_s=0.3))
     client = await _hello(serve, tmp_path)
     conn = await Connection.open(client.server.listen_port)
     await conn.send(get("hello"))
@@ -227,11 +227,32 @@ async def test_idle_keep_alive_connections_are_closed(serve, tmp_path: Path, mon
     assert await conn.closed(timeout=5)  # idle for longer than 0.3 s
 
 
-def _short_idle(init):
+async def test_a_request_sent_too_slowly_is_cut(serve, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(protocol.Limits, "__init__", _with(protocol.Limits.__init__, read_timeout_s=0.3))
+    client = await _hello(serve, tmp_path)
+    conn = await Connection.open(client.server.listen_port)
+    await conn.send(b"GET / HTTP/1.1\r\nid: hel")  # and nothing more
+    assert await conn.closed(timeout=5)
+
+
+def _with(init, **overrides):
     def patched(self, *args, **kwargs):
-        kwargs["idle_timeout_s"] = 0.3
-        init(self, *args, **kwargs)
+        init(self, *args, **{**kwargs, **overrides})
     return patched
+
+
+async def test_many_pipelined_requests_from_a_client_that_reads_late(serve, tmp_path: Path) -> None:
+    client = await _hello(serve, tmp_path)
+    conn = await Connection.open(client.server.listen_port)
+    try:
+        count = 400  # far more than the server parses ahead (it pauses reading, then resumes)
+        await conn.send(b"".join(get("hello", f"/{i}") for i in range(count)))
+        await asyncio.sleep(0.3)  # the answers pile up unread meanwhile
+        answers = await conn.answers(count, timeout=30)
+        assert [a.body for a in answers] == [f"hello method=GET path=/{i} greeting=-\n".encode()
+                                             for i in range(count)]
+    finally:
+        conn.close()
 
 
 async def test_a_client_that_goes_away_mid_request_costs_nothing(serve, tmp_path: Path, c_guests: Path) -> None:

@@ -73,6 +73,7 @@ class Limits:
     max_headers: int = 100
     max_body: int = 16 * 1024 * 1024
     idle_timeout_s: float = 75.0  # keep-alive connections idle this long are closed
+    read_timeout_s: float = 60.0  # a request still incomplete this long after its first byte: closed
     max_pipelined: int = 16  # parsed requests waiting for their turn before reading pauses
 
 
@@ -161,13 +162,20 @@ class HttpServer:
         return sum(1 for connection in self.connections if connection.busy)
 
     def _sweep_later(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._sweeper = loop.call_later(min(5.0, self.limits.idle_timeout_s), self._sweep, loop)
+        limits = self.limits
+        self._sweeper = loop.call_later(min(5.0, limits.idle_timeout_s, limits.read_timeout_s), self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close keep-alive connections idle past the timeout (one timer, not one per request)."""
-        expired = loop.time() - self.limits.idle_timeout_s
+        """Close keep-alive connections idle past the timeout, and those whose request is still
+        not complete past the read timeout (a slow sender). One timer, not one per request."""
+        now = loop.time()
+        idle_since, reading_since = now - self.limits.idle_timeout_s, now - self.limits.read_timeout_s
         for connection in list(self.connections):
-            if connection.idle and connection.last_active < expired:
+            if connection.idle and connection.last_active < idle_since:
+                connection.close()
+            elif connection.reading_since is not None and connection.reading_since < reading_since:
+                log.info("closing the connection of %s: its request was not complete within %.0fs",
+                         connection.peer, self.limits.read_timeout_s)
                 connection.close()
         self._sweep_later(loop)
 
@@ -216,8 +224,10 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = self.loop.time()
         self._queue: collections.deque[tuple[Request, bool]] = collections.deque()
         self._task: Optional[asyncio.Task] = None
-        self._paused = False
+        self._reading_paused = False
+        self._writing_paused = False  # the transport's buffer is full: the client is not reading
         self._in_message = False
+        self.reading_since: Optional[float] = None  # when the request being read began
         self._rejected = False  # a request was refused: nothing more is parsed on this connection
         self._pending_reject: Optional[_Reject] = None  # sent once the request in progress is answered
         self._discarding = 0  # bytes of a refused body still to read (and drop) before closing
@@ -282,6 +292,7 @@ class HttpConnection(asyncio.Protocol):
     # -- parser callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._in_message = True
+        self.reading_since = self.last_active
         self._target = b""
         self._headers = []
         self._body = []
@@ -320,6 +331,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_message = False
+        self.reading_since = None
         self._head_size = 0
         parser = self.parser
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -327,11 +339,31 @@ class HttpConnection(asyncio.Protocol):
                           self._target.decode("utf-8", "surrogateescape"), self._headers, body, self.peer)
         self._queue.append((request, parser.should_keep_alive() and not parser.should_upgrade()))
         if self.busy:
-            if len(self._queue) >= self.limits.max_pipelined and self.transport is not None and not self._paused:
-                self._paused = True
-                self.transport.pause_reading()
+            self._update_reading()
             return
         self._run_queued()
+
+    # -- flow control ------------------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        """The client does not read its answers: handle nothing more until it does."""
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._update_reading()
+        if not self.busy:
+            self._run_queued()
+
+    def _update_reading(self) -> None:
+        """Read while answers flow and few parsed requests wait for their turn."""
+        pause = self._writing_paused or len(self._queue) >= self.limits.max_pipelined
+        if pause != self._reading_paused and self.transport is not None:
+            self._reading_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def _too_large(self, content_length: Optional[int]) -> _Reject:
         """A 413; the rest of the body is read and dropped first, so that closing the connection
@@ -348,6 +380,7 @@ class HttpConnection(asyncio.Protocol):
         self._rejected = True
         self._queue.clear()
         self._in_message = False
+        self.reading_since = None
         if self.busy:
             self._pending_reject = reject
         else:
@@ -366,7 +399,7 @@ class HttpConnection(asyncio.Protocol):
     # -- handling ------------------------------------------------------------------------------
     def _run_queued(self) -> None:
         """Handle queued requests in order while they answer at once; start a task otherwise."""
-        while self._queue and not self.busy and self.transport is not None:
+        while self._queue and not self.busy and not self._writing_paused and self.transport is not None:
             request, keep_alive = self._queue.popleft()
             self.busy = True
             try:
@@ -414,7 +447,6 @@ class HttpConnection(asyncio.Protocol):
             elif not keep_alive:
                 transport.close()
                 self._queue.clear()
-            elif self._paused and len(self._queue) < self.limits.max_pipelined:
-                self._paused = False
-                transport.resume_reading()
+            else:
+                self._update_reading()
         self.server.request_done()
