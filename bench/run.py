@@ -602,6 +602,13 @@ def version(package: str) -> str:
         return "not installed"
 
 
+def engine_backend() -> str:
+    """The back-end the host will use (native unless the C extension is missing)."""
+    from abi.engine import available_backends
+
+    return os.environ.get("WASM_FAAS_ENGINE_BACKEND") or available_backends()[0]
+
+
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -625,7 +632,8 @@ def machine_lines(load: Load, connections: int) -> list[str]:
         f"command: `python bench/run.py {' '.join(sys.argv[1:])}`".rstrip(),
         f"- CPU: {cpu_model()}, {os.cpu_count()} cores ({usable} usable); Linux {platform.release()}",
         f"- Python {platform.python_version()}, wasmtime {version('wasmtime')}, aiohttp {version('aiohttp')}, "
-        f"uvloop {version('uvloop')} (both servers use it when installed), {wrk_version}",
+        f"httptools {version('httptools')}, uvloop {version('uvloop')} (both servers use it when installed), "
+        f"{wrk_version}; host engine back-end: {engine_backend()}",
         f"- host commit: {command_output(['git', 'rev-parse', '--short', 'HEAD'])} (uncommitted changes are measured too)",
         f"- CPU busy before the run (other processes): {load.busy_before:.0%}"
         + ("  **— the machine was not idle; numbers are skewed**" if load.busy_before > OTHERS_CPU_WARN else ""),
