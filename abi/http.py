@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .maps import HeaderList
+from .maps import HeaderList, first_value
 
 
 @dataclass(slots=True)
@@ -39,11 +39,7 @@ class HttpRequest:
         return self.path.split("?", 1)[1] if "?" in self.path else ""
 
     def header(self, name: str) -> Optional[str]:
-        name = name.lower()
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return first_value(self.headers, name.lower())
 
 
 @dataclass(slots=True)

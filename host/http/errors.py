@@ -8,10 +8,16 @@ from typing import Optional
 from aiohttp import web
 
 
-def json_error(status: int, message: str, *, function: Optional[str] = None,
-               headers: Optional[dict[str, str]] = None) -> web.Response:
+def error_body(message: str, function: Optional[str] = None) -> bytes:
+    """`{"error": message, "function": function}` (no "function" when there is none)."""
     payload = {"error": message}
     if function is not None:
         payload["function"] = function
-    return web.Response(status=status, body=json.dumps(payload).encode(), content_type="application/json",
+    return json.dumps(payload).encode()
+
+
+def json_error(status: int, message: str, *, function: Optional[str] = None,
+               headers: Optional[dict[str, str]] = None) -> web.Response:
+    """The same answer as an aiohttp response (the admin listener)."""
+    return web.Response(status=status, body=error_body(message, function), content_type="application/json",
                         headers=headers)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import http
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,10 @@ from email.utils import formatdate
 from typing import Awaitable, Callable, Optional, Union
 
 import httptools
+
+from abi.maps import first_value
+
+from .errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,7 @@ class Request:
 
     def header(self, name: str) -> Optional[str]:
         """The first value of header `name` (lower case), or None."""
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return first_value(self.headers, name)
 
 
 @dataclass(slots=True)
@@ -57,10 +57,7 @@ class Response:
 def error_response(status: int, message: str, *, function: Optional[str] = None,
                    headers: Optional[dict[str, str]] = None) -> Response:
     """A JSON error answer naming what went wrong (and the function, when there is one)."""
-    payload = {"error": message}
-    if function is not None:
-        payload["function"] = function
-    return Response(status, json.dumps(payload).encode(), list((headers or {}).items()), "application/json")
+    return Response(status, error_body(message, function), list((headers or {}).items()), "application/json")
 
 
 Handler = Callable[[Request], Union[Response, Awaitable[Response]]]
@@ -80,9 +77,10 @@ class Limits:
 class _Reject(Exception):
     """A request the server answers itself (400, 413) before closing the connection."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, function: Optional[str] = None):
         super().__init__(message)
         self.status = status
+        self.function = function
 
 
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
@@ -370,9 +368,7 @@ class HttpConnection(asyncio.Protocol):
         does not reset it before the client has read the answer."""
         self._discarding = content_length - self._body_size if content_length is not None else _DISCARD_LIMIT
         function = next((value for name, value in self._headers if name == "id"), None)
-        reject = _Reject(413, f"request body larger than {self.limits.max_body} bytes")
-        reject.function = function  # type: ignore[attr-defined]
-        return reject
+        return _Reject(413, f"request body larger than {self.limits.max_body} bytes", function)
 
     def _reject(self, reject: _Reject) -> None:
         """Answer `reject` once the request in progress (if any) is answered, then close."""
@@ -389,7 +385,7 @@ class HttpConnection(asyncio.Protocol):
     def _send_reject(self, reject: _Reject) -> None:
         if self.transport is None:
             return
-        response = error_response(reject.status, str(reject), function=getattr(reject, "function", None))
+        response = error_response(reject.status, str(reject), function=reject.function)
         self.transport.write(serialize(response, head=False, keep_alive=False, date=self.server.clock.date()))
         if self._discarding > 0:
             self.loop.call_later(_DISCARD_WAIT_S, self.close)
