@@ -86,8 +86,11 @@ class _Reject(Exception):
 _REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 _OURS = frozenset({"content-length", "transfer-encoding", "connection", "date", "content-type"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_DISCARD_LIMIT = 1024 * 1024  # after a 413 with no Content-Length, read at most this much more
-_DISCARD_WAIT_S = 2.0  # and for at most this long, before closing
+# After refusing a request the server stops writing but keeps reading (and dropping) what the client
+# still sends, for a while: closing with unread data would reset the connection, and the client
+# could lose the answer before reading it.
+_DISCARD_LIMIT = 1024 * 1024  # at most this much more (a 413 with a Content-Length: the rest of it)
+_DISCARD_WAIT_S = 2.0  # and for at most this long
 
 
 class _Clock:
@@ -228,7 +231,7 @@ class HttpConnection(asyncio.Protocol):
         self.reading_since: Optional[float] = None  # when the request being read began
         self._rejected = False  # a request was refused: nothing more is parsed on this connection
         self._pending_reject: Optional[_Reject] = None  # sent once the request in progress is answered
-        self._discarding = 0  # bytes of a refused body still to read (and drop) before closing
+        self._discarding = 0  # bytes still to read (and drop) after a refusal, before closing
         self._target = b""
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
@@ -364,8 +367,7 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     def _too_large(self, content_length: Optional[int]) -> _Reject:
-        """A 413; the rest of the body is read and dropped first, so that closing the connection
-        does not reset it before the client has read the answer."""
+        """A 413; the rest of the body (when its length is known) is read and dropped before closing."""
         self._discarding = content_length - self._body_size if content_length is not None else _DISCARD_LIMIT
         function = next((value for name, value in self._headers if name == "id"), None)
         return _Reject(413, f"request body larger than {self.limits.max_body} bytes", function)
@@ -387,10 +389,11 @@ class HttpConnection(asyncio.Protocol):
             return
         response = error_response(reject.status, str(reject), function=reject.function)
         self.transport.write(serialize(response, head=False, keep_alive=False, date=self.server.clock.date()))
-        if self._discarding > 0:
-            self.loop.call_later(_DISCARD_WAIT_S, self.close)
-        else:
-            self.close()
+        if self._discarding <= 0:
+            self._discarding = _DISCARD_LIMIT
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the answer, then sees the end
+        self.loop.call_later(_DISCARD_WAIT_S, self.close)
 
     # -- handling ------------------------------------------------------------------------------
     def _run_queued(self) -> None:
