@@ -103,10 +103,12 @@ static PyTypeObject GuestStateType = {
     .tp_members = GuestState_members,
 };
 
-/* The instance whose code runs on this thread (borrowed: the running GuestCall holds it), and
- * whether the innermost guest call on this thread kept the GIL. */
+/* The instance whose code runs on this thread (borrowed: the running GuestCall holds it); whether
+ * the innermost guest call on this thread holds the GIL; and where that call keeps the thread
+ * state when the epoch callback releases the GIL for the rest of it. */
 static _Thread_local GuestState *active_state = NULL;
 static _Thread_local int active_holds_gil = 0;
+static _Thread_local PyThreadState **active_released = NULL;
 
 /* ---- GuestCall: one export, called like a Python function with int arguments -------------- */
 
@@ -153,11 +155,16 @@ static PyObject *GuestCall_vectorcall(GuestCall *self, PyObject *const *args, si
     void *trap = NULL;
     void *error;
     int previous_holds_gil = active_holds_gil;
+    PyThreadState **previous_released = active_released;
     Py_INCREF(self); /* the guest may drop its last reference from a host import */
     active_state = state;
     if (state->hold_gil) {
+        PyThreadState *released = NULL; /* set by the epoch callback if this call runs past a tick */
         active_holds_gil = 1;
+        active_released = &released;
         error = call_unchecked(self->context, self->func, slots, self->nslots, &trap);
+        if (released != NULL)
+            PyEval_RestoreThread(released);
     } else {
         active_holds_gil = 0;
         Py_BEGIN_ALLOW_THREADS
@@ -166,6 +173,7 @@ static PyObject *GuestCall_vectorcall(GuestCall *self, PyObject *const *args, si
     }
     active_state = previous;
     active_holds_gil = previous_holds_gil;
+    active_released = previous_released;
     PyObject *result;
     if (error != NULL || trap != NULL) {
         /* Python turns the pointers into wasmtime objects and raises the right GuestTrap. */
@@ -420,18 +428,20 @@ done:
 /* ---- epoch callback: deadlines without Python ----------------------------------------------- */
 
 /* wasmtime_store_epoch_deadline_callback's callback, run at every epoch tick while a guest of the
- * store runs (its `data` is the store's GuestState). Past the deadline it ends the guest; before,
- * a guest that keeps the GIL lets other threads have it once a tick. A guest that does not keep
- * the GIL runs this without touching it, so two of them run in parallel undisturbed. */
+ * store runs (its `data` is the store's GuestState). Past the deadline it ends the guest. A call
+ * that kept the GIL (a function believed cheap) and is still running at a tick is not cheap: it
+ * gives the GIL up for the rest of the call (host imports take it back as usual, the call takes
+ * it back when it returns), so it cannot stall the event loop or other guests. A guest that does
+ * not keep the GIL runs this without touching it, so two of them run in parallel undisturbed. */
 static void *epoch_callback(void *context, void *data, uint64_t *delta, uint8_t *kind) {
     GuestState *state = (GuestState *)data;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     if ((double)now.tv_sec + (double)now.tv_nsec / 1e9 >= state->deadline_at)
         return error_new("wasm trap: interrupt (deadline exceeded)");
-    if (active_holds_gil) {
-        PyThreadState *thread = PyEval_SaveThread();
-        PyEval_RestoreThread(thread);
+    if (active_holds_gil && active_released != NULL && *active_released == NULL) {
+        *active_released = PyEval_SaveThread();
+        active_holds_gil = 0;
     }
     *delta = 1;
     *kind = 0; /* WASMTIME_UPDATE_DEADLINE_CONTINUE */
