@@ -186,6 +186,26 @@ async def test_limits_answer_and_close(serve, tmp_path: Path) -> None:
     await conn.send(b"POST / HTTP/1.1\r\nid: hello\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)
     assert (await conn.answers(1))[0].status == 200
     conn.close()
+    # A header line that never ends is cut once it is longer than any valid header block could be.
+    conn = await Connection.open(port)
+    await conn.send(b"GET / HTTP/1.1\r\nid: hello\r\nx-endless: ")
+    for _ in range(8):
+        await conn.send(b"v" * 1024)
+    (answer,) = await conn.answers(1)
+    assert answer.status == 400 and "header" in json.loads(answer.body)["error"]
+
+
+async def test_a_body_in_the_same_packets_as_small_headers_is_not_a_header_block(serve, tmp_path: Path) -> None:
+    client = await _hello(serve, tmp_path, max_body_bytes=1 << 20, max_header_bytes=512, max_headers=10)
+    conn = await Connection.open(client.server.listen_port)
+    try:
+        body = b"x" * 200_000  # far more than 10 headers of 512 bytes
+        await conn.send(b"POST / HTTP/1.1\r\nid: hello\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+                        + get("hello", "/after"))
+        first, second = await conn.answers(2)
+        assert (first.status, second.status) == (200, 200)
+    finally:
+        conn.close()
 
 
 async def test_an_upgrade_is_ignored_and_the_connection_closed(serve, tmp_path: Path) -> None:

@@ -272,23 +272,26 @@ class HttpConnection(asyncio.Protocol):
                 if self._discarding <= 0 and self._pending_reject is None:
                     self.close()
             return
-        if not self._in_message or self._head_size >= 0:
-            self._head_size += len(data)  # bounded before the parser has seen a whole header block
-            limits = self.limits
-            if self._head_size > limits.max_target + limits.max_headers * (limits.max_field + 4) + 4096:
-                self._reject(_Reject(400, "request header block too large"))
-                return
+        if self._head_size >= 0:
+            self._head_size += len(data)  # bytes since the last request ended, until a header block ends
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as error:
             reason = error.__context__
             self._reject(reason if isinstance(reason, _Reject) else _Reject(400, f"bad request: {reason}"))
+            return
         except httptools.HttpParserUpgrade:
             # Upgrades are ignored (RFC 9110 7.8 allows it): the request was answered as a plain
             # one, and its connection closes after the answer; what follows is not HTTP/1.1.
             self._rejected = True
+            return
         except httptools.HttpParserError as error:
             self._reject(_Reject(400, f"malformed request: {error}"))
+            return
+        # The parser keeps a header line it has not seen the end of: bound what it may hold.
+        limits = self.limits
+        if self._in_message and self._head_size > limits.max_target + limits.max_headers * (limits.max_field + 4):
+            self._reject(_Reject(400, "request header block too large"))
 
     # -- parser callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
