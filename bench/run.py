@@ -117,6 +117,7 @@ class Load:
     duration: int
     warmup: int
     threads: int
+    rounds: int = 1  # each pair measured this many times, alternating; the medians are reported
     busy_before: float = 0.0  # CPU share used by others just before the run
 
 
@@ -131,9 +132,9 @@ def run_wrk(url: str, headers: dict[str, str], connections: int, seconds: int, t
     return proc.stdout
 
 
-def measure(url: str, headers: dict[str, str], connections: int, load: Load) -> WrkResult:
+def measure(url: str, headers: dict[str, str], connections: int, load: Load, warm_up: bool = True) -> WrkResult:
     """Warm up (JIT-free, but pools, caches, Redis connections and CPU clocks), then measure."""
-    if load.warmup > 0:
+    if warm_up and load.warmup > 0:
         run_wrk(url, headers, connections, load.warmup, load.threads)
     before = CpuSample.now()
     result = parse_wrk(run_wrk(url, headers, connections, load.duration, load.threads))
@@ -471,18 +472,31 @@ DEMO = {"id": "id_1"}
 CPU = {"id": "cpu_hash"}
 
 
+def median(results: list[WrkResult]) -> WrkResult:
+    """The measurement with the median req/s (the upper one of an even count)."""
+    return sorted(results, key=lambda result: result.rps)[len(results) // 2]
+
+
+def rounds_note(ratios: list[Optional[float]]) -> str:
+    return "rounds: " + ", ".join("-" if r is None else f"{r:.2f}×" for r in ratios) if len(ratios) > 1 else ""
+
+
 def pair(ctx: Context, scenario: str, host: Server, bare: Server, headers: dict[str, str], path: str,
          body: bytes | re.Pattern[bytes], connections: int, extra: Optional[tuple[str, str]] = None) -> tuple[WrkResult, WrkResult]:
-    """Host, then its baseline right after, same load."""
-    results = []
-    for server in (host, bare):
-        verify_answer(ctx.report, server, headers, path, body, extra)
-        log(f"{scenario}: {server.name}, {connections} connection(s)")
-        results.append(measure(server.url + path, headers, connections, ctx.load))
-        if server.dead():
-            raise RuntimeError(server.dead())
-    host_result, bare_result = results
-    ctx.report.rows.append(Row(scenario, host.name, connections, host_result, ratio(host_result, bare_result)))
+    """Host, then its baseline right after, same load; `--rounds` times, alternating (a noisy
+    machine drifts: each round's two rows are neighbours in time). Rows show the medians."""
+    results: tuple[list[WrkResult], list[WrkResult]] = ([], [])
+    for round_index in range(ctx.load.rounds):
+        for server, measured in zip((host, bare), results):
+            if round_index == 0:
+                verify_answer(ctx.report, server, headers, path, body, extra)
+            log(f"{scenario}: {server.name}, {connections} connection(s), round {round_index + 1}/{ctx.load.rounds}")
+            measured.append(measure(server.url + path, headers, connections, ctx.load, warm_up=round_index == 0))
+            if server.dead():
+                raise RuntimeError(server.dead())
+    host_result, bare_result = median(results[0]), median(results[1])
+    note = rounds_note([ratio(h, b) for h, b in zip(*results)])
+    ctx.report.rows.append(Row(scenario, host.name, connections, host_result, ratio(host_result, bare_result), note))
     ctx.report.rows.append(Row(scenario, bare.name, connections, bare_result))
     return host_result, bare_result
 
@@ -506,21 +520,25 @@ def scenario_demo(ctx: Context, host: Server, bare: Server) -> None:
 def scenario_latency(ctx: Context, host: Server, bare: Server) -> None:
     h, b = pair(ctx, "d. hello, 1 conn", host, bare, HELLO, "/", HELLO_BODY, 1, ("x-hello", "1"))
     diff = h.p50_us - b.p50_us
-    ctx.report.rows[-2].note = f"p50 host − bare: {diff:+.0f} µs"
+    ctx.report.rows[-2].note = "; ".join(filter(None, [f"p50 host − bare: {diff:+.0f} µs", ctx.report.rows[-2].note]))
     ctx.report.checks.append(Check("hello p50 at 1 connection: host − bare", diff, "≤ 100 µs", diff <= 100, " µs"))
 
 
 def scenario_cpu(ctx: Context, host: Server) -> None:
     """One worker, cpu_hash instance_num=2: does a 2nd connection double the throughput?"""
     verify_answer(ctx.report, host, CPU, "/", CPU_HASH_ANSWER)
-    results = {}
-    for connections in (1, 2):
-        log(f"e. cpu_hash: {host.name}, {connections} connection(s)")
-        results[connections] = measure(host.url + "/", CPU, connections, ctx.load)
+    measured: dict[int, list[WrkResult]] = {1: [], 2: []}
+    for round_index in range(ctx.load.rounds):
+        for connections in (1, 2):
+            log(f"e. cpu_hash: {host.name}, {connections} connection(s), round {round_index + 1}/{ctx.load.rounds}")
+            measured[connections].append(measure(host.url + "/", CPU, connections, ctx.load, warm_up=round_index == 0))
+    results = {connections: median(values) for connections, values in measured.items()}
     value = ratio(results[2], results[1])
     name = "e. cpu_hash (8 × FNV-1a over 1 MiB)"
+    note = "; ".join(filter(None, ["ratio: 2 conns / 1 conn",
+                                   rounds_note([ratio(two, one) for one, two in zip(measured[1], measured[2])])]))
     ctx.report.rows.append(Row(name, f"{host.name}, instance_num=2", 1, results[1]))
-    ctx.report.rows.append(Row(name, f"{host.name}, instance_num=2", 2, results[2], value, "ratio: 2 conns / 1 conn"))
+    ctx.report.rows.append(Row(name, f"{host.name}, instance_num=2", 2, results[2], value, note))
     check_ratio(ctx.report, "cpu_hash, 1 worker: 2 conns / 1 conn req/s", value, 1.70)
 
 
@@ -530,7 +548,8 @@ def scenario_workers(ctx: Context) -> None:
         with host_server(ctx.config, 2, ctx.workdir) as host, baseline_server(2, ctx.workdir) as bare:
             processes = len(process_tree(host.procs[0].pid, process_table()))
             h, b = pair(ctx, name, host, bare, HELLO, "/", HELLO_BODY, ctx.connections, ("x-hello", "1"))
-            ctx.report.rows[-2].note = f"{processes} process(es) in the host's tree"
+            ctx.report.rows[-2].note = "; ".join(filter(None, [f"{processes} process(es) in the host's tree",
+                                                               ctx.report.rows[-2].note]))
             note_problems(ctx.report, host)
     except WorkersUnsupported:
         log("skipped: --workers not available")
@@ -638,7 +657,9 @@ def machine_lines(load: Load, connections: int) -> list[str]:
         f"- CPU busy before the run (other processes): {load.busy_before:.0%}"
         + ("  **— the machine was not idle; numbers are skewed**" if load.busy_before > OTHERS_CPU_WARN else ""),
         f"- load: wrk {load.threads} thread(s), {connections} connections unless noted, "
-        f"{load.warmup} s warm-up + {load.duration} s measured per row; wrk runs on the same cores",
+        f"{load.warmup} s warm-up + {load.duration} s measured per row"
+        f"{f', {load.rounds} alternating rounds per pair (medians shown)' if load.rounds > 1 else ''}; "
+        "wrk runs on the same cores",
     ]
 
 
@@ -669,6 +690,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds per row (default 2, 1 with --quick)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections for a, b, c (default 16)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each pair this many times, alternating host and baseline; rows show "
+                             "the medians and the note each round's ratio (default 1)")
     parser.add_argument("--instances", type=int, default=2, help="instance_num for hello, id_1, id_2 (default 2)")
     parser.add_argument("--quick", action="store_true", help="2 s rows, 1 s warm-up: a smoke run")
     parser.add_argument("--only", default=",".join(SCENARIOS),
@@ -713,7 +737,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # SIGTERM -> SystemExit: either way the finally blocks stop every server we started.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    load = Load(duration=args.duration, warmup=args.warmup, threads=args.threads)
+    load = Load(duration=args.duration, warmup=args.warmup, threads=args.threads, rounds=max(1, args.rounds))
     load.busy_before = cpu_busy()
     report = Report()
     with tempfile.TemporaryDirectory(prefix="wasm-faas-bench-") as tmp:
