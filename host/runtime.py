@@ -106,8 +106,8 @@ class Host:
         await self.refresh_health()
         self._health_task = asyncio.ensure_future(self._watch_health())
         self.status = UP
-        log.info("host ready: %d function(s) serving: %s", len(self.router.ids()),
-                 ", ".join(self.router.ids()) or "none")
+        log.info("host ready (engine back-end %s): %d function(s) serving: %s", self.engine.backend,
+                 len(self.router.ids()), ", ".join(self.router.ids()) or "none")
 
     # -- deploying ------------------------------------------------------------------------------
     def deployment(self, path: Path) -> Deployment:

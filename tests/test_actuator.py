@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from abi.engine import available_backends
 from tests.conftest import EXAMPLES, functions_dir, make_config
 from tests.guest_wat import failure
 
@@ -39,6 +40,7 @@ async def test_corrupt_modules_make_readiness_down_while_good_ones_serve(serve, 
     status, functions = await client.admin_get("/functions")
     assert [f.get("id") for f in functions["functions"] if f.get("id")] == ["hello"]
     assert functions["failed"] == failed
+    assert functions["engine_backend"] == available_backends()[0]  # native where it could be built
 
     status, _, body = await client.call("hello")
     assert (status, body) == (200, b"hello method=GET path=/ greeting=-\n")

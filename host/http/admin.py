@@ -155,7 +155,8 @@ def create_admin_app(host: Host, *, worker: Optional[WorkerRole] = None,
 
     def local_functions() -> dict[str, Any]:
         listing: dict[str, Any] = {"functions": [d.describe() for d in host.deployments.values()],
-                                   "failed": host.failures(), "module_cache": host.cache.stats()}
+                                   "failed": host.failures(), "module_cache": host.cache.stats(),
+                                   "engine_backend": host.engine.backend}
         if worker is not None:
             status, _ = host.readiness()
             listing["worker"] = {"index": worker.index, "pid": os.getpid(), "status": status,
