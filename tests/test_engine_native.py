@@ -27,6 +27,9 @@ GUEST = """(module
   (func (export "double") (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2)))
   (func (export "nothing"))
   (func (export "spin") (loop br 0))
+  (func (export "count_then_add") (param $n i32) (result i64)
+    (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n)))
+    (call $add (i32.const 1) (i64.const 2)))
   (func (export "unreachable") unreachable))"""
 
 
@@ -147,6 +150,39 @@ def test_a_guest_call_lets_other_threads_run_and_is_interrupted(backend: str) ->
         assert trap.value.interrupted
         assert 0.05 < time.monotonic() - started < 1.0
         assert before > 1000  # the Python thread ran while the guest spun without the GIL
+    finally:
+        engine.stop_ticker()
+
+
+@pytest.mark.parametrize("backend", [b for b in ENGINE_BACKENDS if b != "public"])
+def test_a_gil_holding_call_past_a_tick_lets_others_run_and_still_calls_the_host(backend: str) -> None:
+    engine = WasmEngine(backend)
+    engine.start_ticker()
+    try:
+        seen: list = []
+        guest = engine.instantiate(engine.linker(_host_functions(seen)), engine.compile(wasmtime.wat2wasm(GUEST)),
+                                   Owner())
+        guest.hold_gil = True
+        assert guest.hold_gil
+        guest.set_deadline(1000)
+        beats: list[float] = []
+        stop = threading.Event()
+        worker = threading.Thread(target=lambda: [beats.append(time.monotonic()) or time.sleep(0.001)
+                                                  for _ in iter(stop.is_set, True)])
+        worker.start()
+        try:
+            calibration = time.monotonic()
+            assert guest.func("count_then_add")(1_000_000) == 3
+            count = min(2_000_000_000, int(1_000_000 * 0.15 / max(time.monotonic() - calibration, 1e-4)))
+            started = time.monotonic()
+            assert guest.func("count_then_add")(count) == 3  # one call of ~150 ms: many ticks
+            elapsed = time.monotonic() - started
+        finally:
+            stop.set()
+            worker.join()
+        assert len(seen) == 2  # the host import ran after the GIL was given up, and returned
+        during = [b for b in beats if started < b < started + elapsed]
+        assert elapsed > 0.05 and len(during) >= 5, (len(during), elapsed)  # the other thread ran meanwhile
     finally:
         engine.stop_ticker()
 
