@@ -30,7 +30,7 @@ from .invoker import InProcessInvoker
 from .module_cache import ModuleCache
 from .pool import PoolClosed, PoolDown, PoolTimeout
 from .router import Router
-from .specs import DeployError, discover, instance_count, spec_for
+from .specs import DeployError, discover, spec_for
 from .workers import GuestThreads
 
 log = logging.getLogger(__name__)
@@ -173,9 +173,6 @@ class Host:
             if record.path.stem == name_or_id:
                 return record
         return None
-
-    def default_instances(self) -> int:
-        return instance_count(self.config.function_defaults.instance_num)
 
     # -- root-context work outside requests: timers and queue deliveries ---------------------------
     def run_in_background(self, version: FunctionVersion, work: Callable[[ProxyWasmVM], None]) -> None:

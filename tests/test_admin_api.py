@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -70,8 +71,13 @@ async def test_bearer_token_protects_the_admin_api_but_not_health(serve, tmp_pat
 
 async def test_an_updated_pool_size_survives_a_reload_of_the_file(serve, tmp_path: Path) -> None:
     folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
-    client = await serve(make_config(tmp_path, folder, server={"watch": False}))
+    client = await serve(make_config(tmp_path, folder, server={"watch": False}, function_defaults={"instance_num": 1}))
     assert (await post(client, "/wasm/update", {"name": "hello", "instance_num": 3}))[0] == 200
     host = client.server.host
     await host.deploy_path(folder / "hello.wasm")  # what the watcher does on a file change
     assert host.router.pick("hello").pool.size == 3
+    # Layotto's rule: instance_num <= 0 is one instance per CPU, whatever function_defaults say.
+    assert (await post(client, "/wasm/update", {"name": "hello", "instance_num": 0}))[0] == 200
+    assert host.router.pick("hello").pool.size == (os.cpu_count() or 1)
+    await host.deploy_path(folder / "hello.wasm")
+    assert host.router.pick("hello").pool.size == (os.cpu_count() or 1)

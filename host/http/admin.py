@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from ..cluster import WorkerRole
 from ..config import FunctionConfig
 from ..runtime import DOWN, INIT, UP, Host
+from ..specs import instance_count
 from .errors import json_error
 from .peers import PeerAnswer, Peers
 
@@ -120,7 +121,7 @@ class LayottoAdmin:
         record = self.host.find(body["name"])
         if record is None or record.version is None:
             raise AdminError(f"no function named {body['name']!r}")
-        record.version.pool.resize(count if count > 0 else self.host.default_instances())
+        record.version.pool.resize(instance_count(count))  # as in Layotto: <= 0 is one per CPU
         # Remembered like install's settings, so a later reload of the file keeps the new size.
         earlier = record.override.model_dump(exclude_unset=True) if record.override else {}
         record.override = FunctionConfig.model_validate({**earlier, "instance_num": count})
