@@ -29,11 +29,12 @@ class _ConnectionPool:
         self._idle: list[redis.Connection] = []
         self._open = 0  # connections handed out or idle
         self._waiting = 0
-        self._freed = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # taken directly on the common paths: Condition's `with` is Python code
+        self._freed = threading.Condition(self._lock)
 
     def acquire(self) -> Optional[redis.Connection]:
         """A connection (connected lazily by its first command), or None after waiting in vain."""
-        with self._freed:
+        with self._lock:
             if not self._idle and self._open >= self._size:
                 deadline = time.monotonic() + self._wait_s
                 self._waiting += 1
@@ -55,7 +56,7 @@ class _ConnectionPool:
             raise
 
     def release(self, connection: redis.Connection) -> None:
-        with self._freed:
+        with self._lock:
             self._idle.append(connection)
             if self._waiting:
                 self._freed.notify()
@@ -65,13 +66,13 @@ class _ConnectionPool:
         self._forget_one()
 
     def _forget_one(self) -> None:
-        with self._freed:
+        with self._lock:
             self._open -= 1
             if self._waiting:
                 self._freed.notify()
 
     def close(self) -> None:
-        with self._freed:
+        with self._lock:
             idle, self._idle = self._idle, []
             self._open -= len(idle)
         for connection in idle:
