@@ -287,3 +287,29 @@ async def test_a_client_that_goes_away_mid_request_costs_nothing(serve, tmp_path
     status, _, body = await client.call("slow", headers={"x-sleep-ms": "1"})
     assert (status, body) == (200, b"slept 1\n")  # the instance was released as usual
     assert client.server.listener.in_flight == 0 and (await client.call("hello"))[0] == 200
+
+
+async def test_stopping_closes_idle_connections_and_finishes_busy_ones(serve, tmp_path: Path,
+                                                                       c_guests: Path) -> None:
+    config = make_config(tmp_path, functions_dir(tmp_path, c_guests / "slow.wasm", EXAMPLES / "hello.wasm"),
+                         server={"shutdown_grace_ms": 5000})
+    client = await serve(config)
+    port = client.server.listen_port
+    idle = await Connection.open(port)
+    await idle.send(get("hello"))
+    assert (await idle.answers(1))[0].status == 200
+    busy = await Connection.open(port)
+    await busy.send(get("slow", extra="x-sleep-ms: 400\r\n"))
+    await asyncio.sleep(0.1)
+    stopping = asyncio.create_task(client.server.stop())
+    assert await idle.closed(timeout=2)  # closed at once, without an answer owed
+    (answer,) = await busy.answers(1)  # the request in flight is finished...
+    assert answer.status == 200 and answer.body == b"slept 400\n"
+    assert answer.headers["connection"] == "close"  # ...and its connection not kept
+    assert await busy.closed(timeout=2)
+    await stopping
+    try:
+        await Connection.open(port)
+        raise AssertionError("the listener still accepts connections")
+    except OSError:
+        pass
