@@ -23,6 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # guest_builds.py, beside this script
+from guest_builds import BuildError, report_stale, sources_in  # noqa: E402
+
 ZIGLANG_VERSION = "0.17.0"
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,10 +47,6 @@ CFLAGS = [
     # memory per instance before the first request; 1 MiB is plenty here.
     "-Wl,-z,stack-size=1048576",
 ]
-
-
-class BuildError(Exception):
-    pass
 
 
 def check_zig_version() -> None:
@@ -106,31 +105,11 @@ def build_all(sources: list[Path], out_dir: Path, jobs: int, zig_cache: Path | N
         return outputs
 
 
-def sources_in(directory: Path) -> list[Path]:
-    found = sorted((ROOT / directory).glob("*.c"))
-    if not found:
-        raise BuildError(f"no .c files in {directory}")
-    return [src.relative_to(ROOT) for src in found]
-
-
 def check_examples(jobs: int, zig_cache: Path | None) -> int:
-    sources = sources_in(EXAMPLES_DIR)
+    sources = sources_in(EXAMPLES_DIR, ".c")
     with tempfile.TemporaryDirectory(prefix="guests-check-") as tmp:
         fresh = build_all(sources, Path(tmp), jobs, zig_cache)
-        stale = []
-        for src, built in zip(sources, fresh):
-            committed = ROOT / EXAMPLES_DIR / built.name
-            if not committed.exists():
-                stale.append(f"{EXAMPLES_DIR / built.name} (missing)")
-            elif committed.read_bytes() != built.read_bytes():
-                stale.append(f"{EXAMPLES_DIR / built.name} (differs from {src})")
-    if stale:
-        print("stale example modules; run `python scripts/build_guests.py` and commit:")
-        for line in stale:
-            print(f"  {line}")
-        return 1
-    print(f"ok: {len(sources)} example modules match their sources")
-    return 0
+        return report_stale(sources, fresh, EXAMPLES_DIR, "example modules", "python scripts/build_guests.py")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             return check_examples(jobs, zig_cache)
         if args.tests is not None:
             out_dir = args.tests.resolve()
-            outputs = build_all(sources_in(TEST_GUESTS_DIR), out_dir, jobs, zig_cache)
+            outputs = build_all(sources_in(TEST_GUESTS_DIR, ".c"), out_dir, jobs, zig_cache)
         else:
-            outputs = build_all(sources_in(EXAMPLES_DIR), ROOT / EXAMPLES_DIR, jobs, zig_cache)
+            outputs = build_all(sources_in(EXAMPLES_DIR, ".c"), ROOT / EXAMPLES_DIR, jobs, zig_cache)
     except BuildError as exc:
         print(f"build_guests: error: {exc}", file=sys.stderr)
         return 1

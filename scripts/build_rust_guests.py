@@ -31,6 +31,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # guest_builds.py, beside this script
+from guest_builds import BuildError, report_stale, sources_in  # noqa: E402
+
 RUSTC = Path("/usr/bin/rustc")
 # rustc links wasm with rust-lld; Debian's is a symlink (package rustc) to lld-14, which
 # libstd-rust-dev-wasm32 only recommends.
@@ -57,10 +60,6 @@ EXAMPLE_FLAGS = [
     # No names, no debug info: smaller modules and no build paths inside.
     "-C", "strip=symbols",
 ]
-
-
-class BuildError(Exception):
-    pass
 
 
 def install_hint() -> str:
@@ -144,31 +143,11 @@ def build_all(sources: list[Path], out_dir: Path, jobs: int) -> list[Path]:
     return outputs
 
 
-def sources_in(directory: Path) -> list[Path]:
-    found = sorted((ROOT / directory).glob("*.rs"))
-    if not found:
-        raise BuildError(f"no .rs files in {directory}")
-    return [src.relative_to(ROOT) for src in found]
-
-
 def check_examples(jobs: int) -> int:
-    sources = sources_in(EXAMPLES_DIR)
+    sources = sources_in(EXAMPLES_DIR, ".rs")
     with tempfile.TemporaryDirectory(prefix="rust-guests-check-") as tmp:
         fresh = build_all(sources, Path(tmp), jobs)
-        stale = []
-        for src, built in zip(sources, fresh):
-            committed = ROOT / OUTPUT_DIR / built.name
-            if not committed.exists():
-                stale.append(f"{OUTPUT_DIR / built.name} (missing)")
-            elif committed.read_bytes() != built.read_bytes():
-                stale.append(f"{OUTPUT_DIR / built.name} (differs from {src})")
-    if stale:
-        print("stale Rust example modules; run `python scripts/build_rust_guests.py` and commit:")
-        for line in stale:
-            print(f"  {line}")
-        return 1
-    print(f"ok: {len(sources)} Rust example modules match their sources")
-    return 0
+        return report_stale(sources, fresh, OUTPUT_DIR, "Rust example modules", "python scripts/build_rust_guests.py")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = max(1, args.jobs)
         if args.check:
             return check_examples(jobs)
-        outputs = build_all(sources_in(EXAMPLES_DIR), ROOT / OUTPUT_DIR, jobs)
+        outputs = build_all(sources_in(EXAMPLES_DIR, ".rs"), ROOT / OUTPUT_DIR, jobs)
     except BuildError as exc:
         print(f"build_rust_guests: error: {exc}", file=sys.stderr)
         return 1
