@@ -83,6 +83,19 @@ def log(message: str) -> None:
     print(f"[cold-start] {message}", file=sys.stderr, flush=True)
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, or "?" where /proc/loadavg does not exist."""
+    path = Path("/proc/loadavg")
+    return " ".join(path.read_text().split()[:3]) if path.exists() else "?"
+
+
+def publish(text: str, out: Path) -> None:
+    """A report on stdout and in `out` (progress goes to stderr)."""
+    print(text, end="")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
 # --------------------------------------------------------------------------------------------
 # small fallbacks for bench/run.py's helpers
 
@@ -770,11 +783,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     changed = source_note(report.source, "host processes started after the change ran the new code")
     if changed:
         report.notes.append(changed)
-    report.loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
-    text = render(report, args)
-    print(text, end="")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    report.loadavg = load_average()
+    publish(render(report, args), out)
     log(f"wrote {out}")
     return 0
 

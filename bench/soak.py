@@ -671,11 +671,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     changed = common.source_note(result.source, "the host was started at the beginning, with the code of then")
     if changed:
         result.notes.append(changed)
-    result.loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    text = render(args, result)
-    print(text, end="")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    result.loadavg = common.load_average()
+    common.publish(render(args, result), out)
     log(f"wrote {out}")
     return 0
 
