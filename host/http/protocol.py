@@ -122,6 +122,8 @@ def serialize(response: Response, *, head: bool, keep_alive: bool, date: str) ->
             continue  # framing is the server's; a function cannot break it
         if name.startswith(":"):
             continue  # pseudo headers (:status) are not HTTP/1.1 headers
+        if not name or ":" in name or " " in name:
+            raise ValueError("a response header name is empty or contains ':' or a space")
         lines.append(f"{name}: {value}\r\n")
     body = response.body
     lines.append(f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n")
@@ -130,9 +132,6 @@ def serialize(response: Response, *, head: bool, keep_alive: bool, date: str) ->
     text = "".join(lines)
     if text.count("\n") != len(lines) + 2 or text.count("\r") != text.count("\n"):  # 2: Date, Content-Length
         raise ValueError("a response header name or value contains a line break")
-    if not all(name and ":" not in name and " " not in name for name, _ in response.headers
-               if not name.startswith(":")):
-        raise ValueError("a response header name is empty or contains ':' or a space")
     head_bytes = text.encode("utf-8", "surrogateescape") + b"\r\n"
     return head_bytes if head else head_bytes + body
 
