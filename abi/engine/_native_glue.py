@@ -40,12 +40,18 @@ _KEEP_ALIVE: list[Any] = []
 
 
 def _kinds(types: Any) -> bytes:
+    """One byte per value type, as `_native` reads them: 0 for i32, 1 for i64."""
     return bytes(0 if str(kind) == I32 else 1 for kind in types)
 
 
+def _result_kind(types: Any) -> int:
+    """-1 for no result, else the kind of the first (proxy-wasm functions have at most one)."""
+    return _kinds(types)[0] if types else -1
+
+
 def define(linker: wasmtime.Linker, host: HostFunction) -> None:
-    result_kind = -1 if not host.results else (0 if host.results[0] == I32 else 1)
-    target = _native.HostImport(host.impl, host.name, _kinds(host.params), result_kind, host.on_memory_error)
+    target = _native.HostImport(host.impl, host.name, _kinds(host.params), _result_kind(host.results),
+                                host.on_memory_error)
     functype = host.functype()
     _KEEP_ALIVE.append((target, functype))
     module, name = host.module.encode(), host.name.encode()
@@ -78,10 +84,8 @@ class NativeGuest(FastGuest):
 
     def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
         functype = export.type(self.store)
-        results = [str(r) for r in functype.results]
-        result_kind = -1 if not results else (0 if results[0] == I32 else 1)
         return _native.GuestCall(self._state, self._context, bytes(export._func), _kinds(functype.params),
-                                 result_kind)
+                                 _result_kind(functype.results))
 
     def _fail_native(self, error: Optional[int], trap: Optional[int]) -> None:
         """Called by a GuestCall whose guest trapped or failed: raise the matching GuestTrap."""
