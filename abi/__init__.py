@@ -4,12 +4,12 @@ Nothing here knows about HTTP servers, Redis or gRPC: the host passes what the A
 `HostServices` (see `abi.services`).
 """
 
-from .codes import Action, BufferType, LogLevel, MapType, Status
-from .engine import GuestTrap, WasmEngine
-from .http import HttpRequest, HttpResponse
-from .imports import all_host_functions
-from .services import HostServices, ServiceError
-from .vm import PluginSettings, ProxyWasmVM, StartupError
+from abi.codes import Action, BufferType, LogLevel, MapType, Status
+from abi.engine import GuestTrap, WasmEngine
+from abi.http import HttpRequest, HttpResponse
+from abi.imports import all_host_functions
+from abi.services import HostServices, ServiceError
+from abi.vm import PluginSettings, ProxyWasmVM, StartupError
 
 __all__ = [
     "Action", "BufferType", "GuestTrap", "HostServices", "HttpRequest", "HttpResponse", "LogLevel", "MapType",

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .engine import GuestTrap
-from .http import HttpRequest, HttpResponse
-from .vm import ProxyWasmVM, StreamState
+from abi.engine import GuestTrap
+from abi.http import HttpRequest, HttpResponse
+from abi.vm import ProxyWasmVM, StreamState
 
 
 def run_chain(vms: Sequence[ProxyWasmVM], request: HttpRequest, deadline_s: float) -> HttpResponse:

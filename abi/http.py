@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .maps import HeaderList, first_value
+from abi.maps import HeaderList, first_value
 
 
 @dataclass(slots=True)

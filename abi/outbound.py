@@ -17,12 +17,12 @@ import concurrent.futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from .codes import BufferType, MapType
-from .services import (GrpcCall, GrpcClose, GrpcEvent, GrpcInitialMetadata, GrpcMessage, GrpcStream,
+from abi.codes import BufferType, MapType
+from abi.services import (GrpcCall, GrpcClose, GrpcEvent, GrpcInitialMetadata, GrpcMessage, GrpcStream,
                        GrpcTrailingMetadata, HttpCallResult)
 
 if TYPE_CHECKING:
-    from .vm import ProxyWasmVM
+    from abi.vm import ProxyWasmVM
 
 GRPC_DEADLINE_EXCEEDED = 4
 CallEvent = Union[HttpCallResult, GrpcEvent]

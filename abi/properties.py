@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Callable, Optional
 
-from .maps import encode_map
+from abi.maps import encode_map
 
 
 def split_path(raw: bytes) -> list[str]:

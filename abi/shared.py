@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .codes import Status
+from abi.codes import Status
 
 QueueListener = Callable[[int], None]  # called with the queue id after each enqueue
 

@@ -18,12 +18,12 @@ from typing import Callable, Optional
 
 import wasmtime
 
-from .codes import Action
-from .engine import EPOCH_TICK_SECONDS, Guest, GuestMemoryError, GuestTrap, HostLinker, WasmEngine
-from .http import HttpRequest, HttpResponse
-from .maps import HeaderList
-from .outbound import CallEvent, PendingCall, PendingGrpcCall, PendingGrpcStream, PendingHttpCall, http_result
-from .services import HostServices
+from abi.codes import Action
+from abi.engine import EPOCH_TICK_SECONDS, Guest, GuestMemoryError, GuestTrap, HostLinker, WasmEngine
+from abi.http import HttpRequest, HttpResponse
+from abi.maps import HeaderList
+from abi.outbound import CallEvent, PendingCall, PendingGrpcCall, PendingGrpcStream, PendingHttpCall, http_result
+from abi.services import HostServices
 
 ROOT_CONTEXT_ID = 1
 
@@ -40,9 +40,10 @@ class PluginSettings:
     root_id: str = ""
     vm_id: str = ""
     memory_limit_bytes: Optional[int] = None
-    allowed_state_stores: Optional[tuple[str, ...]] = None  # None: every configured store
-    allowed_invoke_targets: Optional[tuple[str, ...]] = None  # None: every function id
-    allowed_upstreams: Optional[tuple[str, ...]] = None  # None: every configured upstream
+    # Allow-list setting (allowed_state_stores, allowed_invoke_targets, allowed_upstreams, allowed_pubsubs...)
+    # -> the names this plugin may use; a list not given allows every configured name
+    # (abi/imports/_registry.py `refused`).
+    allow_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fuel_per_request: Optional[int] = None  # wasm instructions a request may run (needs fuel metering)
 
 
@@ -101,7 +102,6 @@ class ProxyWasmVM:
         self._on_request_trailers = cb("proxy_on_request_trailers")
         self._on_response_headers = cb("proxy_on_response_headers")
         self._on_response_body = cb("proxy_on_response_body")
-        self._on_response_trailers = cb("proxy_on_response_trailers")
         self._on_done = cb("proxy_on_done")
         self._on_log = cb("proxy_on_log")
         self._on_delete = cb("proxy_on_delete")
@@ -122,7 +122,9 @@ class ProxyWasmVM:
         """Hand `data` back through a (u8**, size_t*) out-parameter pair."""
         guest = self.guest
         guest.check_u32_pair(ptr_ptr, size_ptr)  # before allocating: a bad pointer must not leak guest memory
-        guest.write_checked_u32_pair(ptr_ptr, self.allocate(data), size_ptr, len(data))
+        # An empty result is (0, 0) without calling the allocator, as the reference host does: the Go
+        # and TinyGo SDK allocators panic on a request for 0 bytes.
+        guest.write_checked_u32_pair(ptr_ptr, self.allocate(data) if data else 0, size_ptr, len(data))
 
     def read_str(self, ptr: int, size: int) -> str:
         return self.guest.read(ptr, size).decode("utf-8", "surrogateescape")
@@ -193,12 +195,6 @@ class ProxyWasmVM:
         self.guest.set_deadline(max(1, math.ceil(seconds / EPOCH_TICK_SECONDS)) + 1)
 
     # -- one request -------------------------------------------------------------------------------
-    def handle(self, request: HttpRequest, deadline_s: float = 30.0) -> HttpResponse:
-        """Run one HTTP exchange through the guest. Raises GuestTrap (the VM is then broken)."""
-        from .chain import run_chain
-
-        return run_chain([self], request, deadline_s)
-
     def open_stream(self, request: HttpRequest, shared: Optional[StreamState], deadline_s: float) -> StreamState:
         """Create a stream context; `shared` (another filter's stream) lends its headers and bodies."""
         if self.broken:

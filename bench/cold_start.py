@@ -10,7 +10,7 @@ What it does (all servers on free 127.0.0.1 ports, started and stopped by this s
 
 1. `python -m host serve` readiness: time from process start to `GET /actuator/health/readiness` = 200
    with the example functions, with an empty compiled-module cache (cold) and with a filled one (warm),
-   next to the time `python -c "import host.server"` alone takes (the interpreter + imports floor).
+   next to the time `python -c "import host.process.serve"` alone takes (the interpreter + imports floor).
 2. File landing, host A (empty functions folder, empty cache dir): for each module, the bytes are
    written to `name.wasm.partial`, then `os.replace`d to `name.wasm`; from just before the rename,
    `GET /` with header `id: <id>` is polled on one keep-alive connection every --poll-ms until it answers
@@ -521,7 +521,7 @@ def measure_readiness(report: Report, workdir: Path, reps: int) -> None:
 
     # Interleaved per repetition (floor, cold, warm), so a burst of load on a shared machine hits
     # all three rows alike. The floor is interpreter + imports alone, under any readiness time.
-    floor_name = "`python -c 'import host.server'` until imported (interpreter + imports, no serving)"
+    floor_name = "`python -c 'import host.process.serve'` until imported (interpreter + imports, no serving)"
     names = {kind: f"`python -m host serve` → readiness 200, {kind} cache" for kind in ("cold", "warm")}
     times: dict[str, list[float]] = {floor_name: [], **{name: [] for name in names.values()}}
     counters: dict[str, set[str]] = {"cold": set(), "warm": set()}
@@ -530,13 +530,13 @@ def measure_readiness(report: Report, workdir: Path, reps: int) -> None:
         pass  # fills the warm cache, untimed
     for rep in range(reps):
         started = time.perf_counter()  # until the imports are done (a marker line), not until exit
-        proc = subprocess.Popen([sys.executable, "-c", "import host.server; print('imported', flush=True)"],
+        proc = subprocess.Popen([sys.executable, "-c", "import host.process.serve; print('imported', flush=True)"],
                                 cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         line = proc.stdout.readline()  # type: ignore[union-attr]
         times[floor_name].append((time.perf_counter() - started) * 1000)
         proc.wait()
         if line.strip() != b"imported":
-            raise RuntimeError("`python -c 'import host.server'` failed")
+            raise RuntimeError("`python -c 'import host.process.serve'` failed")
         for kind in ("cold", "warm"):
             cache = workdir / f"readiness-cache-cold-{rep}" if kind == "cold" else warm_cache
             config = write_config(workdir, f"ready-{kind}-{rep}", functions, cache)
@@ -696,7 +696,7 @@ def render(report: Report, args: argparse.Namespace) -> str:
 
 
 def exports_cost_notes() -> list[str]:
-    """Why a module with many exports deploys slowly: the engine adapter (abi/engine/_common.py) reads
+    """Why a module with many exports deploys slowly: the engine adapter (abi/engine/_guest.py) reads
     `instance.exports(store)` for every new instance, and wasmtime-py builds that mapping with one
     `wasmtime_instance_export_nth` call per index, whose cost grows with the export count: quadratic overall."""
     import wasmtime
@@ -712,7 +712,7 @@ def exports_cost_notes() -> list[str]:
         instance.exports(store)
         timings.append(f"{count:,}: {(time.perf_counter() - started) * 1000:.1f} ms")
     return ["big vs big, many exports: the host reads every export of every new instance "
-            "(abi/engine/_common.py `GuestBase.__init__` → wasmtime-py `Instance.exports()`, one "
+            "(abi/engine/_guest.py `GuestBase.__init__` → wasmtime-py `Instance.exports()`, one "
             "`wasmtime_instance_export_nth` call per index; the cost per call grows with the export count, so the "
             "whole walk is quadratic, as measured below), on each of the pool's instances, cache hit or not. Measured here in-process, `exports()` on one "
             "instance of a module with N exported functions — " + ", ".join(timings)

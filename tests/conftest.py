@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 
 from abi.engine import available_backends
 from host.config import HostConfig, validate_config
-from host.server import RunningServer, start_server
+from host.process.serve import RunningServer, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "functions"

@@ -52,6 +52,17 @@ ENV: dict[str, tuple[str, bool]] = {
     "proxy_get_configuration": ("ii", True),  # ABI 0.1.0
     "proxy_get_state": ("iiiiii", True),  # Layotto
     "proxy_invoke_service": ("iiiiiiii", True),  # Layotto
+    # The runtime for functions (abi/IMPORTS.md).
+    "proxy_get_state_with_etag": ("iiiiiiii", True),
+    "proxy_set_state": ("iiiiiiii", True),
+    "proxy_delete_state": ("iiiiii", True),
+    "proxy_publish_event": ("iiiiiiii", True),
+    "proxy_try_lock": ("iiiiiiii", True),
+    "proxy_unlock": ("iiiiiii", True),
+    "proxy_get_next_id": ("iiiii", True),
+    # The runtime's proxy_get_configuration(store, key, *value): the same import name as ABI 0.1.0's
+    # plugin-configuration call, another signature (a module imports one or the other).
+    "proxy_get_configuration#runtime": ("iiiiii", True),
     "proxy_get_shared_data": ("iiiii", True),
     "proxy_set_shared_data": ("iiiii", True),
     "proxy_register_shared_queue": ("iii", True),
@@ -183,7 +194,8 @@ class WatGuest:
             params, result = SIGNATURES[module][name]
             kinds = " ".join(_KIND[p] for p in params)
             results = " (result i32)" if result else ""
-            imports.append(f'  (import "{module}" "{name}" (func ${module}.{name} (param {kinds}){results}))')
+            imported = name.partition("#")[0]  # "name#variant": another signature of the same import
+            imports.append(f'  (import "{module}" "{imported}" (func ${module}.{name} (param {kinds}){results}))')
         data = [f'  (data (i32.const {addr}) "{_wat_bytes(value)}")' for value, addr in self._strings.items()]
         funcs = []
         for name, body in callbacks.items():

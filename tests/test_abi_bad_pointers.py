@@ -14,8 +14,8 @@ from typing import Union
 
 import pytest
 
-from abi.imports import (buffers, calls, grpc_calls, header_maps, layotto, logging_time, metrics, properties,
-                         shared_state, stream_control)
+from abi.imports import (buffers, calls, grpc_calls, header_maps, invoke, logging_time, metrics, properties, runtime,
+                         shared_state, state, stream_control)
 from tests.conftest import ENGINE_BACKENDS, EXAMPLES, functions_dir, make_config
 from tests.guest_wat import PAGE, RET_PTR, RET_SIZE, U32_A, U32_B, U64, Results, WatGuest, serialize_map, write_guest
 
@@ -100,6 +100,20 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
     add("proxy_get_state", store_data=g.addr("state_demo"), store_size=len("state_demo"),
         key_data=g.addr("book1"), key_size=len("book1"),
         return_value_data=RET_PTR, return_value_size=RET_SIZE)
+    store, k = g.s("state_demo"), g.s("book1")
+    add("proxy_get_state_with_etag", store_data=store[0], store_size=store[1], key_data=k[0], key_size=k[1],
+        return_value_data=RET_PTR, return_value_size=RET_SIZE, return_etag_data=U32_A, return_etag_size=U32_B)
+    add("proxy_set_state", store_data=store[0], store_size=store[1], key_data=k[0], key_size=k[1],
+        value_data=value, value_size=4, etag_data=key, etag_size=key_len)
+    add("proxy_delete_state", store_data=store[0], store_size=store[1], key_data=k[0], key_size=k[1],
+        etag_data=key, etag_size=key_len)
+    add("proxy_publish_event", pubsub_data=key, pubsub_size=key_len, topic_data=k[0], topic_size=k[1],
+        data_data=value, data_size=4, content_type_data=k[0], content_type_size=k[1])
+    add("proxy_try_lock", store_data=key, store_size=key_len, resource_data=k[0], resource_size=k[1],
+        owner_data=k[0], owner_size=k[1], expire=10, return_acquired=U32_A)
+    add("proxy_unlock", store_data=key, store_size=key_len, resource_data=k[0], resource_size=k[1],
+        owner_data=k[0], owner_size=k[1], return_result=U32_A)
+    add("proxy_get_next_id", store_data=key, store_size=key_len, key_data=k[0], key_size=k[1], return_id=U64)
     add("proxy_invoke_service", id_data=g.addr("hello"), id_size=len("hello"), method_data=key,
         method_size=key_len, param_data=value, param_size=4,
         return_result_data=RET_PTR, return_result_size=RET_SIZE)
@@ -156,8 +170,8 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
 
 
 def implemented_env_imports() -> set[str]:
-    groups = [logging_time, buffers, header_maps, properties, stream_control, layotto, shared_state, metrics, calls,
-              grpc_calls]
+    groups = [logging_time, buffers, header_maps, properties, stream_control, state, invoke, runtime, shared_state,
+              metrics, calls, grpc_calls]
     return {f.name for group in groups for f in group.hostcall.functions}
 
 

@@ -52,7 +52,7 @@ async def test_shared_data_compare_and_swap(serve, tmp_path: Path) -> None:
     assert r.u32() == OK and r.ret() == (OK, b"two")
     assert r.u32() == OK and r.ret() == (OK, b"")
     # Shared by the whole process: the host sees what the guest stored.
-    assert client.server.host.services.shared_data.get(b"counter")[0] == b"two"
+    assert client.server.app.services.shared_data.get(b"counter")[0] == b"two"
 
 
 async def test_shared_queues_and_queue_ready(serve, tmp_path: Path, caplog) -> None:
@@ -83,7 +83,7 @@ async def test_shared_queues_and_queue_ready(serve, tmp_path: Path, caplog) -> N
         await asyncio.sleep(0.02)
     assert "[queues] job-1" in caplog.text
     # Dequeuing an empty queue answers Empty (checked from the host side, after the delivery).
-    assert client.server.host.services.queues.dequeue(1)[0] == EMPTY
+    assert client.server.app.services.queues.dequeue(1)[0] == EMPTY
 
 
 async def test_metrics(serve, tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ async def test_metrics(serve, tmp_path: Path) -> None:
     r = Results((await client.call("metrics"))[2])  # a second request: the counter keeps counting
     assert [r.u32() for _ in range(13)] == [OK, OK, OK, 10, OK, OK, OK, 42, OK, OK, BAD_ARGUMENT, BAD_ARGUMENT,
                                             BAD_ARGUMENT]
-    snapshot = {m["name"]: m for m in client.server.host.services.metrics.snapshot()}
+    snapshot = {m["name"]: m for m in client.server.app.services.metrics.snapshot()}
     assert snapshot["requests"]["value"] == 10 and snapshot["temperature"]["value"] == 42
     assert snapshot["latency"]["count"] == 2 and snapshot["latency"]["type"] == "histogram"
 

@@ -17,7 +17,7 @@ async def test_liveness_and_readiness_up(serve, tmp_path: Path) -> None:
     assert (status, readiness["status"]) == (200, "UP")
     assert {"id_1", "id_2", "hello"} <= set(readiness["details"]["functions"])
     assert readiness["details"]["failed"] == {}
-    assert readiness["details"]["components"]["state_demo"]["status"] == "UP"
+    assert readiness["details"]["components"]["state.state_demo"]["status"] == "UP"
 
 
 async def test_corrupt_modules_make_readiness_down_while_good_ones_serve(serve, tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ async def test_unreachable_redis_makes_readiness_down_and_get_state_fail(serve, 
 
     status, readiness = await client.admin_get("/actuator/health/readiness")
     assert (status, readiness["status"]) == (503, "DOWN")
-    component = readiness["details"]["components"]["state_demo"]
+    component = readiness["details"]["components"]["state.state_demo"]
     assert component["status"] == "DOWN" and "127.0.0.1:1" in component["detail"]
     assert readiness["details"]["failed"] == {}  # every function deployed: the store is what is down
 

@@ -73,11 +73,11 @@ async def test_an_updated_pool_size_survives_a_reload_of_the_file(serve, tmp_pat
     folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
     client = await serve(make_config(tmp_path, folder, server={"watch": False}, function_defaults={"instance_num": 1}))
     assert (await post(client, "/wasm/update", {"name": "hello", "instance_num": 3}))[0] == 200
-    host = client.server.host
-    await host.deploy_path(folder / "hello.wasm")  # what the watcher does on a file change
-    assert host.router.pick("hello").pool.size == 3
+    app = client.server.app
+    await app.deployments.deploy(folder / "hello.wasm")  # what the watcher does on a file change
+    assert app.router.pick("hello").pool.size == 3
     # Layotto's rule: instance_num <= 0 is one instance per CPU, whatever function_defaults say.
     assert (await post(client, "/wasm/update", {"name": "hello", "instance_num": 0}))[0] == 200
-    assert host.router.pick("hello").pool.size == (os.cpu_count() or 1)
-    await host.deploy_path(folder / "hello.wasm")
-    assert host.router.pick("hello").pool.size == (os.cpu_count() or 1)
+    assert app.router.pick("hello").pool.size == (os.cpu_count() or 1)
+    await app.deployments.deploy(folder / "hello.wasm")
+    assert app.router.pick("hello").pool.size == (os.cpu_count() or 1)

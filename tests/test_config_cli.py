@@ -19,7 +19,8 @@ import pytest
 
 from abi.maps import decode_map
 
-from host.config import ConfigError, RedisStoreConfig, load_config
+from host.components.state.redis import Config as RedisStoreConfig
+from host.config import ConfigError, load_config
 from tests.conftest import EXAMPLES, REPO, functions_dir, make_config
 from tests.guest_wat import RET, Results, WatGuest, write_guest
 

@@ -12,7 +12,7 @@ import pytest
 import wasmtime
 
 from abi.engine import GuestTrap, WasmEngine
-from host.execution import PROMOTE_AFTER
+from host.functions.policy import PROMOTE_AFTER
 from tests.conftest import ENGINE_BACKENDS, EXAMPLES, functions_dir, make_config
 
 LOOP = '(module (func (export "spin") (loop br 0)) (func (export "seven") (result i32) i32.const 7))'
@@ -83,7 +83,7 @@ async def test_a_cheap_function_holding_the_gil_cannot_stall_the_host(serve, tmp
     (folder / "stateful.wat").write_text(STATEFUL_LOOP_WAT)
     client = await serve(make_config(tmp_path, folder, functions={"stateful": {"timeout_ms": 400}},
                                      function_defaults={"instance_num": 1}))
-    version = client.server.host.router.pick("stateful")
+    version = client.server.app.router.pick("stateful")
     for _ in range(4 * PROMOTE_AFTER):
         assert (await client.call("stateful"))[0] == 200
         if version.policy.cheap:

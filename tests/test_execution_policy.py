@@ -6,7 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from host.execution import PROMOTE_AFTER, inline_eligible
+from abi import all_host_functions
+from host.functions.policy import PROMOTE_AFTER
 from tests.conftest import EXAMPLES, functions_dir, make_config
 
 
@@ -14,7 +15,7 @@ async def test_fast_pure_function_is_promoted_and_an_overrun_is_replayed(serve, 
                                                                         c_guests: Path) -> None:
     client = await serve(make_config(tmp_path, functions_dir(tmp_path, c_guests / "slow.wasm"),
                                      function_defaults={"instance_num": 1}))
-    version = client.server.host.router.pick("slow")
+    version = client.server.app.router.pick("slow")
     assert version.policy.eligible  # slow.c only uses headers, buffers and the clock
     for _ in range(4 * PROMOTE_AFTER):
         status, _, body = await client.call("slow", headers={"x-sleep-ms": "0"})
@@ -37,7 +38,7 @@ async def test_while_inline_a_long_request_does_not_stall_other_functions(serve,
                                                                           c_guests: Path) -> None:
     folder = functions_dir(tmp_path, c_guests / "slow.wasm", EXAMPLES / "hello.wasm")
     client = await serve(make_config(tmp_path, folder, function_defaults={"instance_num": 2}))
-    version = client.server.host.router.pick("slow")
+    version = client.server.app.router.pick("slow")
     for _ in range(4 * PROMOTE_AFTER):
         await client.call("slow", headers={"x-sleep-ms": "0"})
         if version.policy.inline:
@@ -52,15 +53,19 @@ async def test_while_inline_a_long_request_does_not_stall_other_functions(serve,
 
 
 def test_modules_with_blocking_or_effectful_imports_never_run_inline() -> None:
-    assert inline_eligible(["env.proxy_get_header_map_value", "wasi_snapshot_preview1.fd_write"])
-    assert not inline_eligible(["env.proxy_get_state"])
-    assert not inline_eligible(["env.proxy_invoke_service"])
-    assert not inline_eligible(["env.proxy_http_call"])
+    # Purity is recorded on each import's registration (abi/imports/_registry.py).
+    pure = {f"{f.module}.{f.name}" for f in all_host_functions() if f.pure}
+    impure = {f"{f.module}.{f.name}" for f in all_host_functions() if not f.pure}
+    assert {"env.proxy_get_header_map_value", "wasi_snapshot_preview1.fd_write"} <= pure
+    for blocking in ("env.proxy_get_state", "env.proxy_set_state", "env.proxy_invoke_service", "env.proxy_http_call",
+                     "env.proxy_publish_event", "env.proxy_try_lock", "env.proxy_get_next_id",
+                     "env.proxy_set_shared_data", "env.proxy_define_metric"):
+        assert blocking in impure and blocking not in pure, blocking
 
 
 async def test_demo_chain_stays_in_guest_threads(serve, tmp_path: Path) -> None:
     client = await serve(make_config(tmp_path, EXAMPLES))
     for _ in range(PROMOTE_AFTER + 1):
         assert (await client.call("id_1", "/?name=book1"))[0] == 200
-    assert not client.server.host.router.pick("id_1").policy.eligible
-    assert not client.server.host.router.pick("id_2").policy.eligible
+    assert not client.server.app.router.pick("id_1").policy.eligible
+    assert not client.server.app.router.pick("id_2").policy.eligible

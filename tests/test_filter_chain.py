@@ -66,7 +66,7 @@ async def test_auth_filter_rejects_without_token_and_passes_with_it(serve, tmp_p
         "path": str(folder / "echo_headers.wasm"),
         "filters": [{"path": str(filters / "auth.wat")}, {"path": str(filters / "shout.wat")}]}})
     client = await serve(config)
-    version = client.server.host.router.pick("echo_headers")
+    version = client.server.app.router.pick("echo_headers")
 
     status, headers, body = await client.call("echo_headers")
     assert (status, body) == (401, b"token required\n")

@@ -22,9 +22,9 @@ import grpc
 import pytest
 
 from abi.services import GrpcClose, GrpcMessage, ServiceError
-from host.components.grpc_upstreams import GrpcUpstreams
+from abi import all_host_functions
+from host.components.upstreams.grpc import GrpcUpstreams
 from host.config import ConfigError, validate_config
-from host.execution import INLINE_SAFE_IMPORTS, inline_eligible
 from tests.conftest import functions_dir, make_config
 from tests.guest_wat import RET, U32_A, U32_B, Results, WatGuest, parse_map, serialize_map, write_guest
 
@@ -364,5 +364,5 @@ def test_channels_are_lazy_and_closed_on_stop(echo_server: EchoServer) -> None:
 
 def test_grpc_imports_never_run_inline() -> None:
     # They have effects outside the instance: a module importing one always runs in guest threads.
-    assert not any(name.endswith(GRPC_IMPORTS) for name in INLINE_SAFE_IMPORTS)
-    assert not inline_eligible([f"env.{name}" for name in GRPC_IMPORTS])
+    grpc = [f for f in all_host_functions() if f.name in GRPC_IMPORTS]
+    assert len(grpc) == len(GRPC_IMPORTS) and not any(f.pure for f in grpc)

@@ -83,7 +83,7 @@ async def test_function_settings_in_the_main_config_without_a_path(serve, tmp_pa
 
     folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
     client = await serve(make_config(tmp_path, folder, functions={"hello": {"instance_num": 3}}))
-    assert client.server.host.router.pick("hello").pool.size == 3
+    assert client.server.app.router.pick("hello").pool.size == 3
     status, readiness = await client.admin_get("/actuator/health/readiness")
     assert status == 200
 

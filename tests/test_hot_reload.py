@@ -63,7 +63,7 @@ async def test_overwriting_under_load_drops_no_request(serve, tmp_path: Path) ->
             answers.append((status, body))
 
     clients = [asyncio.create_task(keep_calling()) for _ in range(4)]
-    record = client.server.host.deployment(module)
+    record = client.server.app.deployments.records[module.resolve()]
     for i in range(20):
         before = record.reloads
         (write_in_place if i % 2 else write_by_rename)(module, versions[(i + 1) % 2])
@@ -92,19 +92,19 @@ async def test_half_written_file_is_not_loaded_until_complete(serve, tmp_path: P
             handle.flush()
             await asyncio.sleep(0.1)
             assert (await client.call("hello"))[0] == 404
-            assert client.server.host.deployments.get(target.resolve()) is None  # not even attempted
+            assert client.server.app.deployments.records.get(target.resolve()) is None  # not even attempted
 
     async def served() -> bool:
         return (await client.call("hello"))[0] == 200
     await wait_for(served)
-    assert client.server.host.deployment(target).last_outcome == "deployed"
+    assert client.server.app.deployments.records[target.resolve()].last_outcome == "deployed"
 
 
 async def test_corrupt_file_is_rejected_and_the_old_version_keeps_answering(serve, tmp_path: Path, caplog) -> None:
     folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
     client = await serve(make_config(tmp_path, folder, server={"watch_debounce_ms": 50}))
     target = folder / "hello.wasm"
-    record = client.server.host.deployment(target)
+    record = client.server.app.deployments.records[target.resolve()]
     good = target.read_bytes()
     write_by_rename(target, good[: len(good) // 2])  # truncated: compiles to nothing
 
@@ -147,17 +147,17 @@ async def test_settings_file_beside_the_module(serve, tmp_path: Path) -> None:
     folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
     (folder / "hello.toml").write_text("instance_num = 3\n")
     client = await serve(make_config(tmp_path, folder, server={"watch_debounce_ms": 50}))
-    host = client.server.host
-    assert host.router.pick("hello").pool.size == 3
+    app = client.server.app
+    assert app.router.pick("hello").pool.size == 3
     (folder / "hello.toml").write_text("instance_num = 1\n")
 
     async def resized() -> bool:
-        return host.router.pick("hello").pool.size == 1
+        return app.router.pick("hello").pool.size == 1
     await wait_for(resized)
     (folder / "hello.toml").write_text('instance_num = "one"\n')
 
     async def refused() -> bool:
-        return "instance_num" in (host.deployment(folder / "hello.wasm").last_error or "")
+        return "instance_num" in (app.deployments.records[(folder / "hello.wasm").resolve()].last_error or "")
     await wait_for(refused)
     assert (await client.call("hello"))[0] == 200
 
@@ -165,8 +165,9 @@ async def test_settings_file_beside_the_module(serve, tmp_path: Path) -> None:
 async def test_restart_with_a_warm_cache_does_not_compile(serve, tmp_path: Path) -> None:
     config = make_config(tmp_path, EXAMPLES)
     first = await serve(config)
-    assert first.server.host.cache.compiled == 3
+    modules = len(list(EXAMPLES.glob("*.wasm")))
+    assert first.server.app.cache.compiled == modules
     second = await serve(config)
-    cache = second.server.host.cache
-    assert cache.compiled == 0 and cache.disk_hits == 3
+    cache = second.server.app.cache
+    assert cache.compiled == 0 and cache.disk_hits == modules
     assert (await second.call("id_1", "/?name=book1"))[2] == b"There are 100 inventories for book1."

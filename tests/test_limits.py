@@ -135,7 +135,7 @@ async def test_overload_of_a_one_instance_slow_function(serve, tmp_path: Path, c
     assert statuses.count(200) >= 4 and 503 in statuses and set(statuses) <= {200, 503}
     assert all(r[1]["Retry-After"] for r in results if r[0] == 503)
     assert time.perf_counter() - started < 5.0
-    pool = client.server.host.router.pick("slow").pool
+    pool = client.server.app.router.pick("slow").pool
     for _ in range(50):  # the answer can reach the client just before its thread releases the instance
         if pool.stats()["busy"] == 0:
             break

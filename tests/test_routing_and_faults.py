@@ -85,7 +85,7 @@ async def test_invoke_waits_for_a_busy_pool_then_times_out(serve, tmp_path: Path
     config = make_config(tmp_path, folder, function_defaults={"instance_num": 1},
                          server={"invoke_timeout_ms": 300})
     client = await serve(config)
-    pool = client.server.host.router.pick("id_2").pool
+    pool = client.server.app.router.pick("id_2").pool
     held = pool.try_acquire()
     try:
         started = time.perf_counter()

@@ -93,7 +93,7 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_retires_roo
         log = host.log()
         steps = ["shutting down (SIGTERM)", "shutdown: stopped accepting connections", "shutdown: file watcher stopped",
                  "shutdown: in-flight requests finished", RETIRED, "2 function pool(s) closed, root contexts retired",
-                 "shutdown: state stores closed", "shutdown: complete"]
+                 "shutdown: components closed", "shutdown: complete"]
         positions = [log.find(step) for step in steps]
         assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions))
         assert log.count(RETIRED) == 1  # one instance of `retiring`, retired once

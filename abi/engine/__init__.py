@@ -16,8 +16,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 import wasmtime
 
-from . import _public, _ticker
-from ._common import EPOCH_TICK_SECONDS, I32, I64, GuestBase, GuestExit, GuestMemoryError, GuestTrap, HostFunction
+from abi.engine import _public_backend, _ticker
+from abi.engine._guest import EPOCH_TICK_SECONDS, I32, I64, GuestBase, GuestExit, GuestMemoryError, GuestTrap, HostFunction
 
 __all__ = [
     "I32", "I64", "Guest", "GuestExit", "GuestMemoryError", "GuestTrap", "HostFunction", "HostLinker",
@@ -29,20 +29,20 @@ log = logging.getLogger(__name__)
 Guest = GuestBase
 
 try:
-    from . import _fast
+    from abi.engine import _ctypes_backend
 
-    _fast.self_check()
+    _ctypes_backend.self_check()
     _FAST_ERROR: Optional[str] = None
 except Exception as error:  # pragma: no cover - only on an unexpected wasmtime-py
-    _fast = None  # type: ignore[assignment]
+    _ctypes_backend = None  # type: ignore[assignment]
     _FAST_ERROR = str(error)
 
 try:
-    from . import _native_glue
+    from abi.engine import _native_backend
 
     _NATIVE_ERROR: Optional[str] = None
 except Exception as error:  # the extension was not built (no C compiler at install time)
-    _native_glue = None  # type: ignore[assignment]
+    _native_backend = None  # type: ignore[assignment]
     _NATIVE_ERROR = _FAST_ERROR or str(error)
 
 BACKENDS = ("native", "ctypes", "public")
@@ -50,36 +50,75 @@ BACKENDS = ("native", "ctypes", "public")
 
 def available_backends() -> list[str]:
     """The back-ends this installation can run, best first."""
-    return [name for name, ok in (("native", _native_glue is not None), ("ctypes", _fast is not None),
+    return [name for name, ok in (("native", _native_backend is not None), ("ctypes", _ctypes_backend is not None),
                                   ("public", True)) if ok]
 
 
 class HostLinker:
-    """A wasmtime Linker holding the host's imports, plus their signatures for import checks."""
+    """wasmtime Linkers holding the host's imports, plus their signatures for import checks.
+
+    A name may be provided with several signatures (ABI 0.1.0's 2-argument `proxy_get_configuration`
+    beside the runtime's 6-argument one): the first registered is linked by default, and a module
+    that imports another signature gets a linker holding that one instead (one per combination,
+    built once)."""
 
     def __init__(self, engine: "WasmEngine", functions: Iterable[HostFunction]):
         self.engine = engine
-        self.linker = wasmtime.Linker(engine.engine)
-        self.functions: dict[tuple[str, str], HostFunction] = {}
+        self.overloads: dict[tuple[str, str], list[HostFunction]] = {}
         for host in functions:
-            engine._backend_define(self.linker, host)
-            self.functions[(host.module, host.name)] = host
+            self.overloads.setdefault((host.module, host.name), []).append(host)
+        self.functions = {key: hosts[0] for key, hosts in self.overloads.items()}
+        self.linker = self._build(self.functions.values())
+        self._variants: dict[tuple[HostFunction, ...], wasmtime.Linker] = {}
+
+    def _build(self, functions: Iterable[HostFunction]) -> wasmtime.Linker:
+        linker = wasmtime.Linker(self.engine.engine)
+        for host in functions:
+            self.engine._backend_define(linker, host)
+        return linker
+
+    def _matching(self, imp: wasmtime.ImportType) -> Optional[HostFunction]:
+        if not isinstance(imp.type, wasmtime.FuncType):
+            return None
+        wanted = ([str(p) for p in imp.type.params], [str(r) for r in imp.type.results])
+        for host in self.overloads.get((imp.module, imp.name or ""), ()):
+            if wanted == (list(host.params), list(host.results)):
+                return host
+        return None
+
+    def for_module(self, module: wasmtime.Module) -> wasmtime.Linker:
+        """The linker whose definitions match `module`'s imports."""
+        alternatives = tuple(host for imp in module.imports if (host := self._matching(imp)) is not None
+                             and host is not self.functions[(host.module, host.name)])
+        if not alternatives:
+            return self.linker
+        linker = self._variants.get(alternatives)
+        if linker is None:
+            chosen = dict(self.functions)
+            chosen.update({(host.module, host.name): host for host in alternatives})
+            linker = self._variants[alternatives] = self._build(chosen.values())
+        return linker
+
+    def only_pure_imports(self, module: wasmtime.Module) -> bool:
+        """Whether every import of `module` is a pure host function (abi/imports/_registry.py): such
+        a module may run inline on the event loop."""
+        return all((host := self._matching(imp)) is not None and host.pure for imp in module.imports)
 
     def missing_imports(self, module: wasmtime.Module) -> list[str]:
         """Imports of `module` this host does not provide (or provides with another signature)."""
         problems = []
         for imp in module.imports:
             name = f"{imp.module}.{imp.name}"
-            host = self.functions.get((imp.module, imp.name or ""))
+            hosts = self.overloads.get((imp.module, imp.name or ""))
             if not isinstance(imp.type, wasmtime.FuncType):
                 problems.append(f"{name} (a {type(imp.type).__name__}, only functions are provided)")
-            elif host is None:
+            elif hosts is None:
                 problems.append(f"{name} (not provided)")
-            else:
+            elif self._matching(imp) is None:
                 wanted = ([str(p) for p in imp.type.params], [str(r) for r in imp.type.results])
-                if wanted != (list(host.params), list(host.results)):
-                    problems.append(f"{name} (module expects ({', '.join(wanted[0])}) -> {wanted[1] or '()'}, "
-                                    f"host provides {host.signature()})")
+                offered = " or ".join(host.signature() for host in hosts)
+                problems.append(f"{name} (module expects ({', '.join(wanted[0])}) -> {wanted[1] or '()'}, "
+                                f"host provides {offered})")
         return problems
 
 
@@ -91,10 +130,10 @@ class WasmEngine:
         backend = backend or os.environ.get("WASM_FAAS_ENGINE_BACKEND") or available_backends()[0]
         if backend not in BACKENDS:
             raise ValueError(f"unknown engine backend {backend!r} (expected one of {', '.join(BACKENDS)})")
-        if backend == "native" and _native_glue is None:
+        if backend == "native" and _native_backend is None:
             log.warning("native engine backend unavailable (%s); using ctypes", _NATIVE_ERROR)
             backend = "ctypes"
-        if backend == "ctypes" and _fast is None:
+        if backend == "ctypes" and _ctypes_backend is None:
             log.warning("ctypes engine backend unavailable (%s); using the public API", _FAST_ERROR)
             backend = "public"
         self.backend = backend
@@ -108,11 +147,11 @@ class WasmEngine:
         config.memory_may_move = False
         self.engine = wasmtime.Engine(config)
         if backend == "native":
-            self._guest_class, self._define = _native_glue.NativeGuest, _native_glue.define
+            self._guest_class, self._define = _native_backend.NativeGuest, _native_backend.define
         elif backend == "ctypes":
-            self._guest_class, self._define = _fast.FastGuest, _fast.define
+            self._guest_class, self._define = _ctypes_backend.FastGuest, _ctypes_backend.define
         else:
-            self._guest_class, self._define = _public.PublicGuest, _public.define
+            self._guest_class, self._define = _public_backend.PublicGuest, _public_backend.define
         self._ticker: Optional[Any] = None
         self.guests_may_hold_gil = False
 
@@ -138,9 +177,9 @@ class WasmEngine:
         if self.fuel_metering:
             store.set_fuel(UNLIMITED_FUEL)  # a metered store starts empty; budgets are set per request
         try:
-            instance = linker.linker.instantiate(store, module)
+            instance = linker.for_module(module).instantiate(store, module)
         except wasmtime.Trap as error:
-            from ._common import trap_from_wasmtime
+            from abi.engine._guest import trap_from_wasmtime
             raise trap_from_wasmtime(error) from None
         guest = self._guest_class(store, instance, owner)
         guest.may_hold_gil = self.guests_may_hold_gil and self.backend != "public"

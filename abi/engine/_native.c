@@ -7,8 +7,8 @@
  * calls wasmtime_func_call_unchecked directly, and a host import is one C trampoline that turns
  * the raw values into Python ints and vectorcalls the import's implementation.
  *
- * Nothing is linked at build time: the addresses of the two wasmtime C functions used are handed
- * over by abi/engine/_native_backend.py (which takes them from wasmtime-py's own library), so the
+ * Nothing is linked at build time: the addresses of the three wasmtime C functions used
+ * (wasmtime_func_call_unchecked, wasmtime_trap_new, wasmtime_error_new) are handed over by abi/engine/_native_backend.py (which takes them from wasmtime-py's own library), so the
  * module builds with only Python's headers. Policy (errors, traps, deadlines) stays in Python.
  */
 #define PY_SSIZE_T_CLEAN
@@ -42,7 +42,7 @@ enum { KIND_I32 = 0, KIND_I64 = 1 };
 
 static PyObject *str_pending_error;
 static PyObject *str_fail_native;
-static PyObject *guest_memory_error; /* abi.engine._common.GuestMemoryError */
+static PyObject *guest_memory_error; /* abi.engine._guest.GuestMemoryError */
 
 /* ---- GuestState: per instance, what the trampolines need while its code runs -------------- */
 

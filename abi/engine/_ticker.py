@@ -14,7 +14,7 @@ from typing import Optional
 
 import wasmtime
 
-from ._common import EPOCH_TICK_SECONDS
+from abi.engine._guest import EPOCH_TICK_SECONDS
 
 _SIGEV_THREAD = 2
 _CLOCK_MONOTONIC = 1

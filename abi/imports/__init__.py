@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ..engine import HostFunction
-from . import (buffers, calls, grpc_calls, header_maps, layotto, logging_time, metrics, properties, shared_state,
-               stream_control, wasi)
+from abi.engine import HostFunction
+from abi.imports import (buffers, calls, grpc_calls, header_maps, invoke, logging_time, metrics, properties, runtime,
+                         shared_state, state, stream_control, wasi)
 
 
 def all_host_functions() -> list[HostFunction]:
-    groups = [logging_time, buffers, header_maps, properties, stream_control, layotto, shared_state, metrics,
-              calls, grpc_calls]
+    groups = [logging_time, buffers, header_maps, properties, stream_control, state, invoke, runtime, shared_state,
+              metrics, calls, grpc_calls]
     functions = [f for group in groups for f in group.hostcall.functions]
     return functions + wasi.functions()
+

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Union
 
-from ..codes import BufferType, Status
-from ._registry import ImportGroup
+from abi.codes import BufferType, Status
+from abi.imports._registry import ImportGroup
 
-hostcall = ImportGroup()
+hostcall = ImportGroup(pure=True)
 
 _MAX_BUFFER_TYPE = max(BufferType)
 

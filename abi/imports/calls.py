@@ -3,9 +3,9 @@ proxy_get_status, proxy_call_foreign_function, and the tick timer."""
 
 from __future__ import annotations
 
-from ..codes import Status
-from ..maps import decode_map
-from ._registry import ImportGroup
+from abi.codes import Status
+from abi.maps import decode_map
+from abi.imports._registry import ImportGroup, refused
 
 hostcall = ImportGroup()
 
@@ -20,10 +20,7 @@ def _http_call(vm, upstream_ptr: int, upstream_size: int, headers_ptr: int, head
     if not vm.services.http.has_upstream(upstream):
         vm.log.warning("function %s: proxy_http_call to unknown upstream %r", vm.function_id, upstream)
         return Status.BAD_ARGUMENT
-    allowed = vm.settings.allowed_upstreams
-    if allowed is not None and upstream not in allowed:
-        vm.log.warning("function %s: proxy_http_call to %r refused: not in allowed_upstreams",
-                       vm.function_id, upstream)
+    if refused(vm, "allowed_upstreams", upstream, "proxy_http_call"):
         return Status.BAD_ARGUMENT
     try:
         headers = decode_map(raw_headers) if raw_headers else []

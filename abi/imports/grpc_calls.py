@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..codes import Status
-from ..maps import HeaderList, decode_map
-from ..outbound import PendingGrpcStream
-from ..services import ServiceError
-from ._registry import ImportGroup
+from abi.codes import Status
+from abi.maps import HeaderList, decode_map
+from abi.outbound import PendingGrpcStream
+from abi.services import ServiceError
+from abi.imports._registry import ImportGroup, refused
 
 hostcall = ImportGroup()
 
@@ -27,9 +27,7 @@ def _refusal(vm, name: str, upstream: str, service: str, method: str) -> Optiona
     if not vm.services.grpc.has_upstream(upstream):
         vm.log.warning("function %s: %s to unknown gRPC upstream %r", vm.function_id, name, upstream)
         return Status.BAD_ARGUMENT
-    allowed = vm.settings.allowed_upstreams
-    if allowed is not None and upstream not in allowed:
-        vm.log.warning("function %s: %s to %r refused: not in allowed_upstreams", vm.function_id, name, upstream)
+    if refused(vm, "allowed_upstreams", upstream, name):
         return Status.BAD_ARGUMENT
     if not service or not method:
         return Status.BAD_ARGUMENT

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Union
 
-from ..codes import MapType, Status
-from ..maps import HeaderList, decode_map, encode_map
-from ._registry import ImportGroup
+from abi.codes import MapType, Status
+from abi.maps import HeaderList, decode_map, encode_map
+from abi.imports._registry import ImportGroup
 
-hostcall = ImportGroup()
+hostcall = ImportGroup(pure=True)
 
 _MAX_MAP_TYPE = max(MapType)
 

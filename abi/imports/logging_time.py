@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from ..codes import LogLevel, Status
-from ._registry import ImportGroup
+from abi.codes import LogLevel, Status
+from abi.imports._registry import ImportGroup
 
-hostcall = ImportGroup()
+hostcall = ImportGroup(pure=True)
 
 
 def _abi_level(python_level: int) -> int:

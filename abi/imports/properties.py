@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..codes import Status
-from ..properties import get_property, split_path
-from ._registry import ImportGroup
+from abi.codes import Status
+from abi.properties import get_property, split_path
+from abi.imports._registry import ImportGroup
 
-hostcall = ImportGroup()
+hostcall = ImportGroup(pure=True)
 
 
 @hostcall("iiii")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..codes import Status
-from ._registry import ImportGroup
+from abi.codes import Status
+from abi.imports._registry import ImportGroup
 
 hostcall = ImportGroup()
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..codes import Status, StreamType
-from ..http import HttpResponse
-from ..maps import decode_map
-from ._registry import ImportGroup
+from abi.codes import Status, StreamType
+from abi.http import HttpResponse
+from abi.maps import decode_map
+from abi.imports._registry import ImportGroup
 
-hostcall = ImportGroup()
+hostcall = ImportGroup(pure=True)
 
 _NO_GRPC_STATUS = 0xFFFFFFFF
 
@@ -69,7 +69,7 @@ def proxy_done(vm) -> int:
 
 @hostcall("i")
 def proxy_set_effective_context(vm, context_id: int) -> int:
-    from ..vm import ROOT_CONTEXT_ID
+    from abi.vm import ROOT_CONTEXT_ID
 
     known = {ROOT_CONTEXT_ID} | ({vm.stream.context_id} if vm.stream is not None else set())
     if context_id not in known:

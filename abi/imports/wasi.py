@@ -11,9 +11,9 @@ import os
 import struct
 import time
 
-from ..codes import LogLevel, WasiErrno
-from ..engine import GuestExit, HostFunction
-from ._registry import ImportGroup
+from abi.codes import LogLevel, WasiErrno
+from abi.engine import GuestExit, HostFunction
+from abi.imports._registry import ImportGroup
 
 _STDIN, _STDOUT, _STDERR = 0, 1, 2
 _FILETYPE_CHARACTER_DEVICE = 2
@@ -24,7 +24,7 @@ _CLOCKS = {0: time.time_ns, 1: time.monotonic_ns, 2: time.process_time_ns, 3: ti
 
 _iovec = struct.Struct("<II")
 
-hostcall = ImportGroup(module="wasi_snapshot_preview1", on_memory_error=WasiErrno.FAULT)
+hostcall = ImportGroup(module="wasi_snapshot_preview1", on_memory_error=WasiErrno.FAULT, pure=True)
 
 
 def _read_iovecs(vm, iovs: int, count: int) -> bytes:

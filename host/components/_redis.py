@@ -17,8 +17,8 @@ from typing import Any
 import redis
 from pydantic import Field, field_validator
 
-from .base import BackendConfig
-from .errors import ComponentError
+from host.components.base import BackendConfig
+from host.components.errors import ComponentError
 
 Arg = str | bytes | int | float
 

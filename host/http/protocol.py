@@ -28,7 +28,7 @@ import httptools
 
 from abi.maps import first_value
 
-from .errors import error_body
+from host.http.errors import error_body
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,14 @@
 /*
- * proxy_wasm.h - header-only C SDK for proxy-wasm 0.2.1 guests (plus the
- * Layotto FaaS extensions proxy_get_state / proxy_invoke_service / proxy_get_id).
+ * proxy_wasm.h - header-only C SDK for proxy-wasm 0.2.1 guests, plus
+ *   - the Layotto FaaS extensions proxy_get_state / proxy_invoke_service and
+ *     the export proxy_get_id;
+ *   - this host's runtime imports: proxy_get_state_with_etag,
+ *     proxy_set_state, proxy_delete_state (state with ETags),
+ *     proxy_publish_event (pub/sub), proxy_try_lock / proxy_unlock (locks),
+ *     proxy_get_next_id (sequencer), proxy_get_configuration (configuration);
+ *   - the Layotto runtime API through proxy_call_foreign_function
+ *     ("runtime.v1.<Method>", protobuf in and out).
+ * abi/IMPORTS.md documents every one of them (signatures, status codes).
  *
  * Build a guest as a WASI reactor, e.g.
  *   python -m ziglang cc -target wasm32-wasi -mexec-model=reactor -O2 \
@@ -12,7 +20,8 @@
  *
  * Ownership rule: every buffer the host hands back (through a uint8_t** out
  * parameter) was allocated with this module's allocator (malloc), so the
- * caller owns it and must free() it - also when its length is 0.
+ * caller owns it and must free() it - also when its length is 0. An empty
+ * result may also come back as NULL (free(NULL) is fine).
  *
  * All proxy-wasm values are i32 at the wasm level except the two i64 metric
  * values. Spec "bool" arguments are declared uint32_t, not C bool, so that a
@@ -335,6 +344,72 @@ proxy_status_t proxy_invoke_service(const char *id_data, size_t id_size,
                                     const uint8_t *param_data, size_t param_size,
                                     uint8_t **return_result_data,
                                     size_t *return_result_size);
+
+/* Runtime imports of this host (abi/IMPORTS.md). Every name is a
+ * (pointer, length) pair; bytes come back as with proxy_get_state. */
+PROXY_WASM_IMPORT(proxy_get_state_with_etag)
+proxy_status_t proxy_get_state_with_etag(const char *store_name_data,
+                                         size_t store_name_size,
+                                         const char *key_data, size_t key_size,
+                                         uint8_t **return_value_data,
+                                         size_t *return_value_size,
+                                         uint8_t **return_etag_data,
+                                         size_t *return_etag_size);
+/* An empty etag writes unconditionally; any other must match the stored
+ * one, else PROXY_STATUS_CAS_MISMATCH. */
+PROXY_WASM_IMPORT(proxy_set_state)
+proxy_status_t proxy_set_state(const char *store_name_data,
+                               size_t store_name_size, const char *key_data,
+                               size_t key_size, const uint8_t *value_data,
+                               size_t value_size, const uint8_t *etag_data,
+                               size_t etag_size);
+PROXY_WASM_IMPORT(proxy_delete_state)
+proxy_status_t proxy_delete_state(const char *store_name_data,
+                                  size_t store_name_size, const char *key_data,
+                                  size_t key_size, const uint8_t *etag_data,
+                                  size_t etag_size);
+PROXY_WASM_IMPORT(proxy_publish_event)
+proxy_status_t proxy_publish_event(const char *pubsub_name_data,
+                                   size_t pubsub_name_size,
+                                   const char *topic_data, size_t topic_size,
+                                   const uint8_t *data, size_t data_size,
+                                   const char *content_type_data,
+                                   size_t content_type_size);
+/* *return_acquired: 1 when the lock was taken, 0 when someone holds it. */
+PROXY_WASM_IMPORT(proxy_try_lock)
+proxy_status_t proxy_try_lock(const char *store_name_data,
+                              size_t store_name_size,
+                              const char *resource_id_data,
+                              size_t resource_id_size,
+                              const char *lock_owner_data,
+                              size_t lock_owner_size, int32_t expire_seconds,
+                              uint32_t *return_acquired);
+/* *return_result: one of PROXY_UNLOCK_* below. */
+PROXY_WASM_IMPORT(proxy_unlock)
+proxy_status_t proxy_unlock(const char *store_name_data, size_t store_name_size,
+                            const char *resource_id_data,
+                            size_t resource_id_size,
+                            const char *lock_owner_data, size_t lock_owner_size,
+                            uint32_t *return_result);
+PROXY_WASM_IMPORT(proxy_get_next_id)
+proxy_status_t proxy_get_next_id(const char *store_name_data,
+                                 size_t store_name_size, const char *key_data,
+                                 size_t key_size, uint64_t *return_id);
+/* Not ABI 0.1.0's proxy_get_configuration(data**, size*) (the plugin
+ * configuration, which is buffer 7 since 0.2.0): same name, 6 parameters. */
+PROXY_WASM_IMPORT(proxy_get_configuration)
+proxy_status_t proxy_get_configuration(const char *store_name_data,
+                                       size_t store_name_size,
+                                       const char *key_data, size_t key_size,
+                                       uint8_t **return_value_data,
+                                       size_t *return_value_size);
+
+/* Results of proxy_unlock (UnlockResponse.Status of the Layotto API). */
+enum {
+  PROXY_UNLOCK_SUCCESS = 0,
+  PROXY_UNLOCK_NOT_LOCKED = 1,
+  PROXY_UNLOCK_HELD_BY_OTHER = 2,
+};
 
 /* ------------------------------------------------------------------------ */
 /* Callbacks (exports)                                                       */
@@ -742,6 +817,146 @@ static inline proxy_status_t proxy_wasm_invoke_service(
 }
 
 /* ------------------------------------------------------------------------ */
+/* Helpers: runtime capabilities (state with ETags, pub/sub, locks,          */
+/* sequencer, configuration, the runtime API as foreign functions)           */
+/* ------------------------------------------------------------------------ */
+
+/* Names (store, key, topic, resource, owner) are NUL-terminated strings.
+ * ETags are opaque bytes: pass back exactly what proxy_wasm_get_state_etag
+ * returned, or NULL/0 for "no ETag" (last write wins). */
+
+/* Releases a host result after a failed call, so callers never free. */
+static inline void proxy_wasm_drop_(uint8_t **data, size_t *size) {
+  free(*data);
+  *data = NULL;
+  *size = 0;
+}
+
+/* Reads `key` and its ETag. A missing key gives OK with an empty value and an
+ * empty ETag. On success the caller frees *value and *etag (either may be
+ * NULL when empty). */
+static inline proxy_status_t proxy_wasm_get_state_etag(
+    const char *store, const char *key, uint8_t **value, size_t *value_size,
+    uint8_t **etag, size_t *etag_size) {
+  *value = NULL;
+  *value_size = 0;
+  *etag = NULL;
+  *etag_size = 0;
+  proxy_status_t st = proxy_get_state_with_etag(
+      store, strlen(store), key, strlen(key), value, value_size, etag,
+      etag_size);
+  if (st != PROXY_STATUS_OK) {
+    proxy_wasm_drop_(value, value_size);
+    proxy_wasm_drop_(etag, etag_size);
+  }
+  return st;
+}
+
+/* Saves `value` under `key`. With an ETag the write happens only if the
+ * stored ETag is still that one, else PROXY_STATUS_CAS_MISMATCH: read again
+ * and retry. */
+static inline proxy_status_t proxy_wasm_set_state(const char *store,
+                                                  const char *key,
+                                                  const void *value,
+                                                  size_t value_size,
+                                                  const void *etag,
+                                                  size_t etag_size) {
+  return proxy_set_state(store, strlen(store), key, strlen(key),
+                         (const uint8_t *)value, value_size,
+                         (const uint8_t *)etag, etag_size);
+}
+
+/* Deletes `key` (OK when it was absent); the same ETag rule as set_state. */
+static inline proxy_status_t proxy_wasm_delete_state(const char *store,
+                                                     const char *key,
+                                                     const void *etag,
+                                                     size_t etag_size) {
+  return proxy_delete_state(store, strlen(store), key, strlen(key),
+                            (const uint8_t *)etag, etag_size);
+}
+
+/* Publishes `data` to `topic` of `pubsub`. `content_type` (e.g.
+ * "application/json") may be NULL: the host's default is used. */
+static inline proxy_status_t proxy_wasm_publish(const char *pubsub,
+                                                const char *topic,
+                                                const void *data,
+                                                size_t data_size,
+                                                const char *content_type) {
+  if (content_type == NULL) content_type = "";
+  return proxy_publish_event(pubsub, strlen(pubsub), topic, strlen(topic),
+                             (const uint8_t *)data, data_size, content_type,
+                             strlen(content_type));
+}
+
+/* Tries once to take lock `resource` for `owner` for `expire_seconds` (> 0).
+ * On OK, *acquired is 1 when taken and 0 when another owner holds it. */
+static inline proxy_status_t proxy_wasm_try_lock(const char *store,
+                                                 const char *resource,
+                                                 const char *owner,
+                                                 int32_t expire_seconds,
+                                                 int *acquired) {
+  uint32_t got = 0;
+  proxy_status_t st =
+      proxy_try_lock(store, strlen(store), resource, strlen(resource), owner,
+                     strlen(owner), expire_seconds, &got);
+  *acquired = st == PROXY_STATUS_OK && got == 1;
+  return st;
+}
+
+/* Releases lock `resource` held by `owner`. On OK, *result is one of
+ * PROXY_UNLOCK_SUCCESS, PROXY_UNLOCK_NOT_LOCKED (expired or never taken),
+ * PROXY_UNLOCK_HELD_BY_OTHER. */
+static inline proxy_status_t proxy_wasm_unlock(const char *store,
+                                               const char *resource,
+                                               const char *owner,
+                                               uint32_t *result) {
+  *result = 0;
+  return proxy_unlock(store, strlen(store), resource, strlen(resource), owner,
+                      strlen(owner), result);
+}
+
+/* The next id of sequence `key` in sequencer `store` (ids increase per
+ * key). */
+static inline proxy_status_t proxy_wasm_next_id(const char *store,
+                                                const char *key,
+                                                uint64_t *id) {
+  *id = 0;
+  return proxy_get_next_id(store, strlen(store), key, strlen(key), id);
+}
+
+/* The content of configuration item `key` (the store's default group and
+ * label). PROXY_STATUS_NOT_FOUND when there is no such item. On success the
+ * caller frees *value. */
+static inline proxy_status_t proxy_wasm_get_configuration(const char *store,
+                                                          const char *key,
+                                                          uint8_t **value,
+                                                          size_t *value_size) {
+  *value = NULL;
+  *value_size = 0;
+  proxy_status_t st = proxy_get_configuration(store, strlen(store), key,
+                                              strlen(key), value, value_size);
+  if (st != PROXY_STATUS_OK) proxy_wasm_drop_(value, value_size);
+  return st;
+}
+
+/* Calls host foreign function `name`, e.g. "runtime.v1.GetState" with a
+ * serialized GetStateRequest; *result is the serialized response (an Empty
+ * response is 0 bytes). On success the caller frees *result. */
+static inline proxy_status_t proxy_wasm_call_foreign(const char *name,
+                                                     const void *args,
+                                                     size_t args_size,
+                                                     uint8_t **result,
+                                                     size_t *result_size) {
+  *result = NULL;
+  *result_size = 0;
+  proxy_status_t st = proxy_call_foreign_function(
+      name, strlen(name), (const uint8_t *)args, args_size, result,
+      result_size);
+  if (st != PROXY_STATUS_OK) proxy_wasm_drop_(result, result_size);
+  return st;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Helpers: building text without printf (keeps modules a few KB)            */
 /* ------------------------------------------------------------------------ */
 
@@ -786,6 +1001,25 @@ static inline void proxy_wasm_str_append_u32(proxy_wasm_str_t *s, uint32_t v) {
     v /= 10;
   } while (v != 0);
   proxy_wasm_str_append(s, digits + sizeof(digits) - n, n);
+}
+
+static inline void proxy_wasm_str_append_u64(proxy_wasm_str_t *s, uint64_t v) {
+  char digits[20];
+  size_t n = 0;
+  do {
+    digits[sizeof(digits) - 1 - n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  proxy_wasm_str_append(s, digits + sizeof(digits) - n, n);
+}
+
+/* The text as a NUL-terminated string (for names such as state keys), or
+ * NULL after an allocation failure. The NUL is not counted in len. */
+static inline const char *proxy_wasm_str_cstr(proxy_wasm_str_t *s) {
+  proxy_wasm_str_append(s, "", 1);
+  if (s->failed) return NULL;
+  s->len--;
+  return s->data;
 }
 
 static inline void proxy_wasm_str_free(proxy_wasm_str_t *s) {

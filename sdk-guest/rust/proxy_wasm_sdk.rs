@@ -1,6 +1,9 @@
 //! proxy_wasm_sdk - a single-file Rust SDK for proxy-wasm 0.2.1 guests, plus the
 //! Layotto FaaS extensions (`proxy_get_state`, `proxy_invoke_service`, the
-//! `proxy_get_id` export). No dependencies besides `std`.
+//! `proxy_get_id` export) and this host's runtime imports (state with ETags,
+//! pub/sub, locks, sequencer, configuration; the Layotto runtime API as
+//! foreign functions `runtime.v1.<Method>`), all documented in abi/IMPORTS.md.
+//! No dependencies besides `std`.
 //!
 //! Build it with Debian's rustc (no cargo, no crates.io) as an rlib, then link a
 //! function against it as a cdylib:
@@ -361,6 +364,83 @@ pub mod raw {
             return_result_data: *mut *mut u8,
             return_result_size: *mut usize,
         ) -> u32;
+
+        // Runtime imports of this host (abi/IMPORTS.md). An empty etag means
+        // "no ETag" (last write wins); bytes come back as with proxy_get_state.
+        pub fn proxy_get_state_with_etag(
+            store_name_data: *const u8,
+            store_name_size: usize,
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+            return_etag_data: *mut *mut u8,
+            return_etag_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_set_state(
+            store_name_data: *const u8,
+            store_name_size: usize,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+            etag_data: *const u8,
+            etag_size: usize,
+        ) -> u32;
+        pub fn proxy_delete_state(
+            store_name_data: *const u8,
+            store_name_size: usize,
+            key_data: *const u8,
+            key_size: usize,
+            etag_data: *const u8,
+            etag_size: usize,
+        ) -> u32;
+        pub fn proxy_publish_event(
+            pubsub_name_data: *const u8,
+            pubsub_name_size: usize,
+            topic_data: *const u8,
+            topic_size: usize,
+            data: *const u8,
+            data_size: usize,
+            content_type_data: *const u8,
+            content_type_size: usize,
+        ) -> u32;
+        pub fn proxy_try_lock(
+            store_name_data: *const u8,
+            store_name_size: usize,
+            resource_id_data: *const u8,
+            resource_id_size: usize,
+            lock_owner_data: *const u8,
+            lock_owner_size: usize,
+            expire_seconds: i32,
+            return_acquired: *mut u32,
+        ) -> u32;
+        pub fn proxy_unlock(
+            store_name_data: *const u8,
+            store_name_size: usize,
+            resource_id_data: *const u8,
+            resource_id_size: usize,
+            lock_owner_data: *const u8,
+            lock_owner_size: usize,
+            return_result: *mut u32,
+        ) -> u32;
+        pub fn proxy_get_next_id(
+            store_name_data: *const u8,
+            store_name_size: usize,
+            key_data: *const u8,
+            key_size: usize,
+            return_id: *mut u64,
+        ) -> u32;
+        /// Not ABI 0.1.0's two-argument `proxy_get_configuration` (the plugin
+        /// configuration, buffer 7 since 0.2.0): same name, six arguments.
+        pub fn proxy_get_configuration(
+            store_name_data: *const u8,
+            store_name_size: usize,
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
     }
 }
 
@@ -464,6 +544,20 @@ fn host_bytes(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Vec<
     // proxy_on_memory_allocate, or left them null/0.
     let bytes = unsafe { take_host_bytes(data, size) };
     status.check().map(|()| bytes)
+}
+
+/// Like [`host_bytes`] for a call that returns two byte strings (e.g. a value
+/// and its ETag); both are taken over, also on error.
+fn host_bytes_pair(
+    call: impl FnOnce(*mut *mut u8, *mut usize, *mut *mut u8, *mut usize) -> u32,
+) -> Result<(Vec<u8>, Vec<u8>), Status> {
+    let (mut first, mut first_size): (*mut u8, usize) = (ptr::null_mut(), 0);
+    let (mut second, mut second_size): (*mut u8, usize) = (ptr::null_mut(), 0);
+    let status = Status(call(&mut first, &mut first_size, &mut second, &mut second_size));
+    // SAFETY: as in host_bytes, for each pair.
+    let first = unsafe { take_host_bytes(first, first_size) };
+    let second = unsafe { take_host_bytes(second, second_size) };
+    status.check().map(|()| (first, second))
 }
 
 // --------------------------------------------------------------------------
@@ -749,6 +843,159 @@ pub fn invoke_service(id: &str, method: &str, param: &[u8]) -> Result<Vec<u8>, S
             data,
             size,
         )
+    })
+}
+
+/// Calls the host's foreign function `name` with `args`; `Ok` holds its
+/// result. Names `runtime.v1.<Method>` take and return the protobuf messages of
+/// the Layotto runtime API (e.g. `runtime.v1.GetState`: a serialized
+/// `GetStateRequest` in, a `GetStateResponse` out; an `Empty` is 0 bytes).
+pub fn call_foreign_function(name: &str, args: &[u8]) -> Result<Vec<u8>, Status> {
+    host_bytes(|data, size| unsafe {
+        raw::proxy_call_foreign_function(name.as_ptr(), name.len(), args.as_ptr(), args.len(), data, size)
+    })
+}
+
+// --------------------------------------------------------------------------
+// Runtime capabilities: state with ETags, pub/sub, locks, ids, configuration
+// --------------------------------------------------------------------------
+
+/// `(pointer, length)` of an optional ETag; `None` is the empty ETag ("no
+/// ETag": last write wins).
+fn etag_parts(etag: Option<&[u8]>) -> (*const u8, usize) {
+    let etag = etag.unwrap_or(&[]);
+    (etag.as_ptr(), etag.len())
+}
+
+/// Reads `key` and its ETag: `Ok((value, etag))`. A key that does not exist
+/// gives an empty value and an empty ETag (Dapr's rule).
+pub fn get_state_with_etag(store: &str, key: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Status> {
+    host_bytes_pair(|value, value_size, etag, etag_size| unsafe {
+        raw::proxy_get_state_with_etag(
+            store.as_ptr(),
+            store.len(),
+            key.as_ptr(),
+            key.len(),
+            value,
+            value_size,
+            etag,
+            etag_size,
+        )
+    })
+}
+
+/// Saves `value` under `key`. With `Some(etag)` (as read by
+/// [`get_state_with_etag`]) the write happens only if the stored ETag is still
+/// that one, else `Err(Status::CAS_MISMATCH)`: read again and retry. `None`:
+/// last write wins.
+pub fn set_state(store: &str, key: &[u8], value: &[u8], etag: Option<&[u8]>) -> Result<(), Status> {
+    let (etag_data, etag_size) = etag_parts(etag);
+    Status(unsafe {
+        raw::proxy_set_state(
+            store.as_ptr(),
+            store.len(),
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+            etag_data,
+            etag_size,
+        )
+    })
+    .check()
+}
+
+/// Deletes `key` (`Ok` when it was absent); the same ETag rule as [`set_state`].
+pub fn delete_state(store: &str, key: &[u8], etag: Option<&[u8]>) -> Result<(), Status> {
+    let (etag_data, etag_size) = etag_parts(etag);
+    Status(unsafe {
+        raw::proxy_delete_state(store.as_ptr(), store.len(), key.as_ptr(), key.len(), etag_data, etag_size)
+    })
+    .check()
+}
+
+/// Publishes `data` to `topic` of `pubsub`; `content_type` "" means the host's
+/// default.
+pub fn publish_event(pubsub: &str, topic: &str, data: &[u8], content_type: &str) -> Result<(), Status> {
+    Status(unsafe {
+        raw::proxy_publish_event(
+            pubsub.as_ptr(),
+            pubsub.len(),
+            topic.as_ptr(),
+            topic.len(),
+            data.as_ptr(),
+            data.len(),
+            content_type.as_ptr(),
+            content_type.len(),
+        )
+    })
+    .check()
+}
+
+/// Tries once to take lock `resource` for `owner` for `expire_seconds` (> 0):
+/// `Ok(true)` when taken, `Ok(false)` when another owner holds it.
+pub fn try_lock(store: &str, resource: &str, owner: &str, expire_seconds: i32) -> Result<bool, Status> {
+    let mut acquired = 0u32;
+    Status(unsafe {
+        raw::proxy_try_lock(
+            store.as_ptr(),
+            store.len(),
+            resource.as_ptr(),
+            resource.len(),
+            owner.as_ptr(),
+            owner.len(),
+            expire_seconds,
+            &mut acquired,
+        )
+    })
+    .check()?;
+    Ok(acquired == 1)
+}
+
+/// What [`unlock`] found (`UnlockResponse.Status` of the Layotto API). A
+/// newtype, like [`Status`], because a host may return a code this SDK does
+/// not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnlockStatus(pub u32);
+
+impl UnlockStatus {
+    pub const SUCCESS: UnlockStatus = UnlockStatus(0);
+    /// Not locked: expired, or never taken.
+    pub const NOT_LOCKED: UnlockStatus = UnlockStatus(1);
+    pub const HELD_BY_OTHER: UnlockStatus = UnlockStatus(2);
+}
+
+/// Releases lock `resource` held by `owner`.
+pub fn unlock(store: &str, resource: &str, owner: &str) -> Result<UnlockStatus, Status> {
+    let mut result = 0u32;
+    Status(unsafe {
+        raw::proxy_unlock(
+            store.as_ptr(),
+            store.len(),
+            resource.as_ptr(),
+            resource.len(),
+            owner.as_ptr(),
+            owner.len(),
+            &mut result,
+        )
+    })
+    .check()?;
+    Ok(UnlockStatus(result))
+}
+
+/// The next id of sequence `key` in sequencer `store` (increasing).
+pub fn get_next_id(store: &str, key: &str) -> Result<u64, Status> {
+    let mut id = 0u64;
+    Status(unsafe { raw::proxy_get_next_id(store.as_ptr(), store.len(), key.as_ptr(), key.len(), &mut id) })
+        .check()?;
+    Ok(id)
+}
+
+/// The content of configuration item `key` (the store's default group and
+/// label); `Err(Status::NOT_FOUND)` when there is no such item.
+pub fn get_configuration(store: &str, key: &str) -> Result<Vec<u8>, Status> {
+    host_bytes(|data, size| unsafe {
+        raw::proxy_get_configuration(store.as_ptr(), store.len(), key.as_ptr(), key.len(), data, size)
     })
 }
 

@@ -1,44 +1,51 @@
-"""State stores by name. Adding a kind = one module + one line in `_KINDS`."""
+"""The state capability: key/value state with ETags, bulk calls, transactions and TTLs, behind one
+interface (`StateStore`), in memory, Redis (Dapr's layout) or PostgreSQL.
+
+`BACKENDS` names each backend's module (imported only when configured, so psycopg is loaded only
+for a postgresql store). A backend stores keys as given; wrap it in `PrefixedStore` with its
+config's `key_prefix` to apply Layotto's/Dapr's key prefix strategies.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from host.components.base import ComponentContext
+from host.components.state.base import (
+    BulkValue,
+    Concurrency,
+    Delete,
+    DeleteItem,
+    Operation,
+    StateConfig,
+    StateItem,
+    StateStore,
+    StateValue,
+    Upsert,
+)
+from host.components.state.prefix import PrefixedStore, key_prefix
 
-from abi.services import ServiceError
-
-from ...config import MemoryStoreConfig, RedisStoreConfig
-from .base import ComponentError, StateStore
-from .memory import MemoryStateStore
-from .redis_store import RedisStateStore
-
-_KINDS: dict[type, Callable[..., StateStore]] = {
-    MemoryStoreConfig: MemoryStateStore,
-    RedisStoreConfig: RedisStateStore,
+BACKENDS: dict[str, str] = {
+    "memory": "host.components.state.memory",
+    "redis": "host.components.state.redis",
+    "postgresql": "host.components.state.postgresql",
 }
 
-
-class StateService:
-    """All configured state stores; implements the ABI's StateReader."""
-
-    def __init__(self, configs: dict):
-        self.stores: dict[str, StateStore] = {name: _KINDS[type(cfg)](cfg) for name, cfg in configs.items()}
-
-    def get_state(self, store_name: str, key: str) -> Optional[bytes]:
-        store = self.stores.get(store_name)
-        if store is None:
-            known = ", ".join(sorted(self.stores)) or "none configured"
-            raise ServiceError(f"unknown state store {store_name!r} (known: {known})")
-        try:
-            return store.get(key)
-        except ComponentError as error:
-            raise ServiceError(str(error)) from None
-
-    def health(self) -> dict[str, tuple[bool, str]]:
-        return {name: store.health() for name, store in self.stores.items()}
-
-    def close(self) -> None:
-        for store in self.stores.values():
-            store.close()
+__all__ = [
+    "BACKENDS",
+    "BulkValue",
+    "Concurrency",
+    "Delete",
+    "DeleteItem",
+    "Operation",
+    "PrefixedStore",
+    "StateConfig",
+    "StateItem",
+    "StateStore",
+    "StateValue",
+    "Upsert",
+    "key_prefix",
+]
 
 
-__all__ = ["ComponentError", "StateService", "StateStore"]
+def wrap(store: StateStore, config: StateConfig, context: ComponentContext) -> StateStore:
+    """What every state backend shares (host/components/registry.py): its key prefix strategy."""
+    return PrefixedStore(store, config.key_prefix, context)

@@ -1,0 +1,97 @@
+"""The native back-end: the fast back-end's unchecked wasmtime calls, with each crossing in C.
+
+`abi.engine._native` (built from `_native.c` when the package is installed) makes guest calls and
+host-import trampolines without ctypes: a guest call is a vectorcall object over a pre-allocated
+raw-value buffer, a host import one C callback that vectorcalls its implementation, and the epoch
+callback that enforces deadlines is C too (it needs no GIL). Export lookup and error conversion are
+the fast back-end's (`_ctypes_backend.FastGuest`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from ctypes import CFUNCTYPE, c_size_t, c_void_p
+from typing import Any, Callable, Optional
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from abi.engine import _native  # type: ignore[attr-defined]  # ImportError when the extension was not built
+from abi.engine._guest import EPOCH_TICK_SECONDS, I32, GuestMemoryError, HostFunction
+from abi.engine._ctypes_backend import _ERROR_PTR, _TRAP_PTR, FastGuest, trap_from_wasmtime
+
+_native.configure(
+    ctypes.cast(ffi.dll.wasmtime_func_call_unchecked, c_void_p).value,
+    ctypes.cast(ffi.dll.wasmtime_trap_new, c_void_p).value,
+    ctypes.cast(ffi.dll.wasmtime_error_new, c_void_p).value,
+    ctypes.sizeof(ffi.wasmtime_func_t), ctypes.sizeof(ffi.wasmtime_val_raw_t), GuestMemoryError)
+
+_TRAMPOLINE = _native.trampoline_address()
+_EPOCH_CALLBACK = _native.epoch_callback_address()
+_set_epoch_callback = CFUNCTYPE(None, c_void_p, c_void_p, c_void_p, c_void_p)(
+    ("wasmtime_store_epoch_deadline_callback", ffi.dll))
+_define_unchecked = CFUNCTYPE(c_void_p, c_void_p, ctypes.c_char_p, c_size_t, ctypes.c_char_p, c_size_t,
+                              c_void_p, c_void_p, c_void_p, c_void_p)(
+    ("wasmtime_linker_define_func_unchecked", ffi.dll))
+
+# HostImport objects are the trampoline's `env`: they must outlive every linker that uses them.
+_KEEP_ALIVE: list[Any] = []
+
+
+def _kinds(types: Any) -> bytes:
+    """One byte per value type, as `_native` reads them: 0 for i32, 1 for i64."""
+    return bytes(0 if str(kind) == I32 else 1 for kind in types)
+
+
+def _result_kind(types: Any) -> int:
+    """-1 for no result, else the kind of the first (proxy-wasm functions have at most one)."""
+    return _kinds(types)[0] if types else -1
+
+
+def define(linker: wasmtime.Linker, host: HostFunction) -> None:
+    target = _native.HostImport(host.impl, host.name, _kinds(host.params), _result_kind(host.results),
+                                host.on_memory_error)
+    functype = host.functype()
+    _KEEP_ALIVE.append((target, functype))
+    module, name = host.module.encode(), host.name.encode()
+    error = _define_unchecked(ctypes.cast(linker.ptr(), c_void_p).value, module, len(module), name, len(name),
+                              ctypes.cast(functype.ptr(), c_void_p).value, _TRAMPOLINE, id(target), None)
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
+
+
+class NativeGuest(FastGuest):
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
+        self._state = _native.GuestState(self, owner)
+        self._state.deadline_at = float("inf")
+        super().__init__(store, instance, owner)
+
+    def _install_epoch_callback(self, store: wasmtime.Store) -> None:
+        # The C callback reads the deadline from the GuestState, which lives as long as the guest.
+        _set_epoch_callback(ctypes.cast(store.ptr(), c_void_p).value, _EPOCH_CALLBACK, id(self._state), None)
+
+    def set_deadline(self, epoch_ticks: int) -> None:
+        self._state.deadline_at = time.monotonic() + epoch_ticks * EPOCH_TICK_SECONDS
+
+    @property
+    def hold_gil(self) -> bool:
+        return self._state.hold_gil
+
+    @hold_gil.setter
+    def hold_gil(self, value: bool) -> None:
+        self._state.hold_gil = value and self.may_hold_gil
+
+    def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
+        functype = export.type(self.store)
+        return _native.GuestCall(self._state, self._context, bytes(export._func), _kinds(functype.params),
+                                 _result_kind(functype.results))
+
+    def _fail_native(self, error: Optional[int], trap: Optional[int]) -> None:
+        """Called by a GuestCall whose guest trapped or failed: raise the matching GuestTrap."""
+        if trap:
+            failure: Exception = wasmtime.Trap._from_ptr(ctypes.cast(trap, _TRAP_PTR))
+        else:
+            failure = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
+        self.raise_pending()
+        raise trap_from_wasmtime(failure)

@@ -1,0 +1,122 @@
+"""The one wiring point: builds every part of the host from the config, and owns the order in which
+they start and stop. Nothing else constructs parts or reaches into another part's insides."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from typing import Any
+
+from abi import HostServices, WasmEngine, all_host_functions
+from host.components.catalog import Components
+from host.components.health import HealthMonitor
+from host.components.upstreams.grpc import GrpcUpstreams
+from host.components.upstreams.http import HttpUpstreams
+from host.config import HostConfig
+from host.functions.background import Background
+from host.functions.cache import ModuleCache
+from host.functions.deployer import Deployer
+from host.functions.deployments import Deployments
+from host.functions.dispatch import Dispatcher
+from host.functions.errors import DeployError
+from host.functions.invoker import InProcessInvoker
+from host.functions.router import Router
+from host.functions.services import runtime_services
+from host.functions.sources import discover
+from host.functions.threads import GuestThreads
+
+log = logging.getLogger(__name__)
+
+
+class Status(enum.StrEnum):
+    """Layotto's actuator status words."""
+
+    INIT = "INIT"
+    UP = "UP"
+    DOWN = "DOWN"
+
+
+class App:
+    def __init__(self, config: HostConfig, *, engine_backend: str | None = None):
+        self.config = config
+        server = config.server
+        self.status = Status.INIT
+        self.startup_error: str | None = None
+        self.components = Components(
+            {"state": config.state, "pubsub": config.pubsub, "lock": config.lock, "sequencer": config.sequencer,
+             "configuration": config.configuration}, app_id=config.app_id, base_dir=config.resolve("."))
+        self.engine = WasmEngine(engine_backend, fuel_metering=server.fuel_metering)
+        self.cache = ModuleCache(self.engine, config.resolve(server.cache_dir) if server.cache_dir else None)
+        self.linker = self.engine.linker(all_host_functions())
+        self.router = Router()
+        self.threads = GuestThreads()
+        self.dispatcher = Dispatcher(self.router, self.threads, acquire_timeout_s=server.acquire_timeout_ms / 1000,
+                                     request_timeout_s=server.request_timeout_ms / 1000,
+                                     invoke_timeout_s=server.invoke_timeout_ms / 1000,
+                                     max_invoke_depth=server.max_invoke_depth)
+        self.background = Background(self.dispatcher)
+        self.upstreams = HttpUpstreams(config.upstreams)
+        self.grpc_upstreams = GrpcUpstreams(config.grpc_upstreams)
+        self.services = HostServices(invoker=InProcessInvoker(self.dispatcher), http=self.upstreams,
+                                     grpc=self.grpc_upstreams, logger=logging.getLogger("wasm.guest"),
+                                     **runtime_services(self.components))
+        self.deployer = Deployer(self.engine, self.linker, self.cache, self.services, self.threads,
+                                 self.background.run_in_background)
+        self.deployments = Deployments(config, self.deployer, self.threads, self.router,
+                                       self.background.version_deployed)
+        self.health = HealthMonitor(self.threads, [self.components.health, self.upstreams.health])
+
+    async def start(self) -> None:
+        """Deploy every configured function (concurrently); readiness is UP only if all succeeded."""
+        self.engine.start_ticker()
+        self.background.start()
+        await self.upstreams.start()
+        try:
+            paths = discover(self.config)
+        except DeployError as error:
+            self.startup_error = str(error)
+            log.error("%s", error)
+            paths = []
+        await asyncio.gather(*(self.deployments.deploy(path) for path in paths))
+        await self.health.start()
+        self.status = Status.UP
+        log.info("host ready (engine back-end %s): %d function(s) serving: %s", self.engine.backend,
+                 len(self.router.ids()), ", ".join(self.router.ids()) or "none")
+
+    def info(self) -> dict[str, Any]:
+        """`/actuator/info`: this host's app id, components and engine back-end."""
+        return {"app": {"id": self.config.app_id}, "engine_backend": self.engine.backend,
+                "components": self.components.info()}
+
+    def failures(self) -> dict[str, str]:
+        failed = self.deployments.failures()
+        if self.startup_error:
+            failed["functions_dirs"] = self.startup_error
+        return failed
+
+    def readiness(self) -> tuple[Status, dict[str, Any]]:
+        components = {name: {"status": Status.UP if ok else Status.DOWN, "detail": detail}
+                      for name, (ok, detail) in self.health.last.items()}
+        failed = self.failures()
+        details = {"functions": self.router.ids(), "failed": failed, "components": components}
+        status = self.status
+        if status == Status.UP and (failed or any(c["status"] == Status.DOWN for c in components.values())):
+            status = Status.DOWN
+        return status, details
+
+    async def stop(self) -> None:
+        """Stop in the reverse order of start; every step is bounded."""
+        self.health.stop()
+        self.background.stop()
+        await self.upstreams.close()
+        self.grpc_upstreams.close()
+        # Retire root contexts (proxy_on_done / proxy_on_delete) while the epoch ticker still
+        # bounds a guest that hangs in them.
+        closed = self.deployments.close()
+        if closed:
+            log.info("shutdown: %d function pool(s) closed, root contexts retired", closed)
+        self.engine.stop_ticker()
+        self.threads.shutdown()
+        self.components.close()
+        log.info("shutdown: components closed")

@@ -1,0 +1,172 @@
+"""The one typed configuration model, loaded from the native TOML file or a Layotto `config.json`.
+
+Validated once at start-up; a wrong field fails with a message that names it
+(`functions.id_1.instance_num: Input should be a valid integer`). Component sections (`state`,
+`pubsub`, `lock`, `sequencer`, `configuration`) are unions assembled from the backends'
+own config models (host/components/registry.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from host.components._redis import check_address
+from host.components.registry import config_union
+from host.config.errors import ConfigError, describe_validation_error
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.toml"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """HOST:PORT (HOST may be a bracketed IPv6 address) as (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+_Address = Annotated[str, AfterValidator(check_address)]
+
+
+class ServerConfig(_Model):
+    listen: str = "127.0.0.1:2045"
+    admin: str = "127.0.0.1:34998"
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical"] = "info"
+    cache_dir: Optional[str] = None  # compiled-module cache; default: $XDG_CACHE_HOME/wasm-faas
+    invoke_timeout_ms: int = Field(3000, gt=0)  # proxy_invoke_service: wait for the target, run it
+    acquire_timeout_ms: int = Field(10000, gt=0)  # an HTTP request waiting for a free instance
+    request_timeout_ms: int = Field(60000, gt=0)  # the whole request (waiting + guest + its calls) -> 504
+    fuel_metering: bool = False  # count wasm instructions so functions can have a `fuel` budget (slower)
+    max_invoke_depth: int = Field(8, ge=1)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)  # larger request bodies answer 413
+    max_header_bytes: int = Field(8190, gt=0)  # one header line / field; larger answers 400
+    max_headers: int = Field(100, gt=0)  # header count; more answers 400
+    admin_token: Optional[str] = None  # when set, the admin API (not the health probes) needs this bearer token
+    admin_allow_any_path: bool = False  # /wasm/install may only load modules inside functions_dirs
+    watch: bool = True  # deploy, update and remove functions when files in functions_dirs change
+    watch_debounce_ms: int = Field(300, ge=0)  # quiet time after the last write before a reload
+    # On SIGTERM: stop accepting, then give in-flight requests this long to finish (one still
+    # running after it is cut); then pools are closed (root contexts retired) and components closed.
+    shutdown_grace_ms: int = Field(10000, ge=0)
+    # Processes serving the same listen port (SO_REUSEPORT) under a small supervisor; each has its
+    # own instance pools (instance_num counts per worker), watcher and memory state stores.
+    workers: int = Field(1, ge=1, le=1024)
+
+    _check_listen = field_validator("listen", "admin")(check_address)
+
+
+class FilterConfig(_Model):
+    """A proxy-wasm filter in front of a function (auth, header rewriting, rate limiting...)."""
+
+    path: str
+    name: Optional[str] = None
+    plugin_config: Union[str, dict[str, Any]] = ""
+    plugin_config_encoding: Literal["json", "proxy-wasm-map"] = "json"
+    vm_config: Union[str, dict[str, Any]] = ""
+    root_id: str = ""
+    vm_id: str = ""
+
+
+class FunctionConfig(_Model):
+    name: Optional[str] = None  # defaults to the table key (or the file stem)
+    path: Optional[str] = None  # defaults to <functions_dir>/<key>.wasm when found there
+    instance_num: Optional[int] = None  # <= 0: one per CPU; None: [function_defaults]
+    md5: Optional[str] = None
+    engine: Literal["wasmtime", "wasmer"] = "wasmtime"  # both run on this host's engine
+    plugin_config: Union[str, dict[str, Any]] = ""
+    # How a table plugin_config reaches the guest (buffer 7): JSON (Envoy-style SDKs) or a serialized
+    # proxy-wasm map (what Layotto hands its functions; used for Layotto config.json items).
+    plugin_config_encoding: Literal["json", "proxy-wasm-map"] = "json"
+    vm_config: Union[str, dict[str, Any]] = ""
+    root_id: str = ""
+    vm_id: str = ""
+    timeout_ms: Optional[int] = Field(None, gt=0)
+    memory_limit_mb: Optional[int] = Field(None, gt=0)
+    max_queue: Optional[int] = Field(None, ge=0)
+    # Capabilities: None allows all; a list allows only those names (others answer InternalFailure).
+    allowed_state_stores: Optional[list[str]] = None
+    allowed_invoke_targets: Optional[list[str]] = None
+    allowed_upstreams: Optional[list[str]] = None
+    allowed_pubsubs: Optional[list[str]] = None
+    allowed_lock_stores: Optional[list[str]] = None
+    allowed_sequencers: Optional[list[str]] = None
+    allowed_configuration_stores: Optional[list[str]] = None
+    fuel: Optional[int] = Field(None, gt=0)  # wasm instructions per request (needs server.fuel_metering)
+    filters: list[FilterConfig] = []  # request callbacks run through these in order, then the function
+
+    @field_validator("md5")
+    @classmethod
+    def _md5_hex(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (len(value) != 32 or any(c not in "0123456789abcdefABCDEF" for c in value)):
+            raise ValueError("expected 32 hex digits")
+        return value.lower() if value else value
+
+
+class FunctionDefaults(_Model):
+    instance_num: int = 0
+    timeout_ms: int = Field(30000, gt=0)  # per-request guest deadline (epoch interruption) -> 504
+    memory_limit_mb: int = Field(256, gt=0)  # per-instance linear memory cap; growth past it fails
+    max_queue: int = Field(256, ge=0)  # requests waiting for a busy function; more -> 503 Retry-After
+
+
+class HostConfig(_Model):
+    server: ServerConfig = ServerConfig()
+    functions_dirs: list[str] = []
+    function_defaults: FunctionDefaults = FunctionDefaults()
+    functions: dict[str, FunctionConfig] = {}
+    app_id: str = "wasm-faas"  # this host's app id: key prefixes, CloudEvents source, consumer groups
+    state: dict[str, config_union("state")] = {}  # type: ignore[valid-type]
+    pubsub: dict[str, config_union("pubsub")] = {}  # type: ignore[valid-type]
+    lock: dict[str, config_union("lock")] = {}  # type: ignore[valid-type]
+    sequencer: dict[str, config_union("sequencer")] = {}  # type: ignore[valid-type]
+    configuration: dict[str, config_union("configuration")] = {}  # type: ignore[valid-type]
+    upstreams: dict[str, str] = {}  # proxy_http_call targets: name -> base URL (http:// or https://)
+    grpc_upstreams: dict[str, _Address] = {}  # proxy_grpc_call / proxy_grpc_stream targets: name -> HOST:PORT
+    base_dir: str = "."  # relative paths are resolved against the config file's folder
+
+    @field_validator("upstreams")
+    @classmethod
+    def _urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, url in value.items():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"upstream {name!r}: expected an http:// or https:// URL, got {url!r}")
+        return value
+
+    def resolve(self, path: str) -> Path:
+        return (Path(self.base_dir) / os.path.expanduser(path)).resolve()
+
+
+def load_config(path: Optional[Path] = None) -> HostConfig:
+    """Load a .toml (native) or .json (Layotto) file; no path means the embedded quickstart."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {error}") from None
+    if path.suffix == ".json":
+        from host.config.layotto import convert_layotto_config
+
+        raw = convert_layotto_config(raw, path)
+    raw.setdefault("base_dir", str(path.resolve().parent))
+    return validate_config(raw, str(path))
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> HostConfig:
+    try:
+        return HostConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = describe_validation_error(error)
+        raise ConfigError(f"invalid config {source}:\n  " + "\n  ".join(problems)) from None

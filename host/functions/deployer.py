@@ -1,0 +1,131 @@
+"""Turn a function's file into a running FunctionVersion: read, verify, compile (cached), check imports,
+start the pool. Everything that can be wrong with a module is reported as a DeployError with the reason."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+
+import wasmtime
+
+from abi import HostServices, ProxyWasmVM, StartupError
+from abi.engine import GuestTrap, HostLinker, WasmEngine
+from host.functions.cache import ModuleCache
+from host.functions.errors import DeployError
+from host.functions.policy import ExecutionPolicy
+from host.functions.pool import BackgroundRunner, InstancePool
+from host.functions.spec import FunctionSpec
+from host.functions.version import FunctionVersion
+
+log = logging.getLogger(__name__)
+
+RootWork = Callable[[ProxyWasmVM], None]
+# Runs root-context work (a queue delivery) on some instance of a version (host/functions/background.py).
+RunInBackground = Callable[[FunctionVersion, RootWork], None]
+
+
+class Deployer:
+    def __init__(self, engine: WasmEngine, linker: HostLinker, cache: ModuleCache, services: HostServices,
+                 pool_jobs: BackgroundRunner, run_in_background: RunInBackground):
+        self.engine = engine
+        self.linker = linker
+        self.cache = cache
+        self.services = services
+        self.pool_jobs = pool_jobs
+        self.run_in_background = run_in_background
+
+    def read_module(self, spec: FunctionSpec) -> bytes:
+        try:
+            raw = spec.path.read_bytes()
+        except OSError as error:
+            raise DeployError(f"cannot read {spec.path}: {error.strerror}") from None
+        if spec.md5 and hashlib.md5(raw).hexdigest() != spec.md5:
+            raise DeployError(f"{spec.path.name}: md5 {hashlib.md5(raw).hexdigest()} does not match the "
+                              f"configured {spec.md5}")
+        if spec.path.suffix == ".wat":
+            try:
+                return bytes(wasmtime.wat2wasm(raw.decode("utf-8", "replace")))
+            except wasmtime.WasmtimeError as error:
+                raise DeployError(f"{spec.path.name}: invalid WAT: {_first_line(error)}") from None
+        if raw[:4] != b"\0asm":
+            raise DeployError(f"{spec.path.name}: not a WebAssembly module (bad magic number)")
+        return raw
+
+    def compile(self, spec: FunctionSpec, wasm: bytes) -> wasmtime.Module:
+        try:
+            module = self.cache.load(wasm)
+        except wasmtime.WasmtimeError as error:
+            raise DeployError(f"{spec.path.name}: invalid module: {_first_line(error)}") from None
+        missing = self.linker.missing_imports(module)
+        if missing:
+            raise DeployError(f"{spec.path.name}: imports this host does not provide: " + "; ".join(missing))
+        return module
+
+    def deploy(self, spec: FunctionSpec) -> FunctionVersion:
+        """Blocking (run it in a worker thread): returns a version whose pools are full."""
+        deployed: list[FunctionVersion] = []  # filled once the version exists
+
+        def run_in_background(work: RootWork) -> None:
+            if deployed:
+                self.run_in_background(deployed[0], work)
+            else:
+                log.debug("function %s: background work before the version is live dropped", spec.name)
+
+        filter_pools: list[InstancePool] = []
+        eligible = True
+        try:
+            for filter_spec in spec.filters:
+                _, pool, pure, _ = self._start_pool(filter_spec, run_in_background, label=f"filter of {spec.name}: ")
+                filter_pools.append(pool)
+                eligible = eligible and pure
+            first, pool, pure, sha256 = self._start_pool(spec, run_in_background)
+        except BaseException:
+            for started in filter_pools:
+                started.close()
+            raise
+        log.info("deployed %s as id %r from %s (%d instances%s)", spec.name, first.function_id, spec.path,
+                 spec.instance_num, f", {len(filter_pools)} filter(s)" if filter_pools else "")
+        version = FunctionVersion(
+            name=spec.name, function_id=first.function_id, source=spec.path, sha256=sha256,
+            pool=pool, filter_pools=tuple(filter_pools), timeout_s=spec.timeout_s, abi_version=first.abi_version,
+            tick_period_ms=first.tick_period_ms, policy=ExecutionPolicy(eligible and pure))
+        deployed.append(version)
+        if first.abi_version == "unknown":
+            log.warning("function %s: the module exports no proxy_abi_version_* marker; treated as ABI 0.2.1",
+                        spec.name)
+        return version
+
+    def _start_pool(self, spec: FunctionSpec, run_in_background: Callable[[RootWork], None],
+                    label: str = "") -> tuple[ProxyWasmVM, InstancePool, bool, str]:
+        """Compile `spec`'s module and start a full pool of it: (first instance, pool, inline-eligible,
+        sha256 of the module)."""
+        try:
+            wasm = self.read_module(spec)
+            module = self.compile(spec, wasm)
+        except DeployError as error:
+            raise DeployError(f"{label}{error}") from None
+        settings = spec.plugin_settings()
+
+        def new_instance() -> ProxyWasmVM:
+            try:
+                vm = ProxyWasmVM(self.engine, self.linker, module, settings, self.services)
+            except (wasmtime.WasmtimeError, GuestTrap) as error:
+                raise DeployError(f"{label}{spec.path.name}: instantiation failed: {_first_line(error)}") from None
+            vm.on_background = run_in_background
+            try:
+                vm.start(spec.timeout_s)
+            except StartupError as error:
+                raise DeployError(f"{label}{spec.path.name}: {error}") from None
+            return vm
+
+        first = new_instance()
+        pool = InstancePool(first.function_id, new_instance, spec.instance_num, self.pool_jobs, spec.max_queue)
+        pool.add(first)
+        pool.fill()
+        return first, pool, self.linker.only_pure_imports(module), hashlib.sha256(wasm).hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -1,0 +1,297 @@
+"""The one call path. Every caller that runs something on a function comes through here: the HTTP
+listener, `proxy_invoke_service`, event deliveries, the runtime APIs' InvokeService, timers and
+queue deliveries. None of them touches a pool.
+
+One rule for instances: whoever acquires an instance gives it back, in the same function. Requests
+acquired here are released here (in a `finally`); requests queued with `InstancePool.submit` are
+acquired by the pool for its job and released by the pool.
+
+Where a request runs (host/functions/policy.py): an inline function with an idle instance runs at
+once on the event loop (`try_now`, no task or coroutine); an inline run that overruns its short
+deadline is replayed in a guest thread; everything else waits for an instance and runs in a guest
+thread. A reload that retires the version a request was waiting for is followed to the new one.
+
+A thread-local call chain records the instances this thread holds, so a nested call can tell a
+cycle (which would wait forever) from a busy pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from abi import GuestTrap, HttpRequest, HttpResponse
+from abi.chain import run_chain
+from abi.vm import ProxyWasmVM
+from host.functions.pool import PoolClosed, PoolDown, PoolTimeout, PoolWouldDeadlock
+from host.functions.router import Router
+from host.functions.threads import GuestThreads
+from host.functions.version import FunctionVersion
+
+log = logging.getLogger(__name__)
+
+INLINE_DEADLINE_S = 0.01  # epoch ticks of 10 ms: an inline overrun stalls the loop for 10-20 ms, once
+RETRIES_ACROSS_RELOADS = 3
+
+
+class DispatchError(Exception):
+    """Why a call did not produce the function's answer. `status` is the HTTP status the HTTP entry
+    points answer with; the other entry points map the subclass."""
+
+    status = 500
+
+    def __init__(self, message: str, function_id: str = "", retry_after: str | None = None):
+        super().__init__(message)
+        self.function_id = function_id
+        self.retry_after = retry_after
+
+
+class FunctionNotFound(DispatchError):
+    status = 404
+
+
+class FunctionUnavailable(DispatchError):
+    """Busy (queue full, no instance in time), down (instances cannot start) or being replaced."""
+
+    status = 503
+
+
+class CallCycle(DispatchError):
+    """Every instance is held by the calling chain itself (A invoking A): waiting cannot help."""
+
+    status = 508
+
+
+class RequestTimedOut(DispatchError):
+    status = 504
+
+
+class GuestFailed(DispatchError):
+    """The guest trapped (500), or ran past its deadline or fuel budget (504)."""
+
+    def __init__(self, message: str, function_id: str, status: int):
+        super().__init__(message, function_id)
+        self.status = status
+
+
+class HostFailed(DispatchError):
+    """A host bug while running the request (logged with its traceback)."""
+
+
+class _InlineOverrun(Exception):
+    """An inline run hit its short deadline; the request is replayed in a guest thread."""
+
+
+class _CallChain(threading.local):
+    def __init__(self) -> None:
+        self.held: list[int] = []
+
+
+CHAIN = _CallChain()
+
+
+def _unavailable(version: FunctionVersion, error: Exception) -> FunctionUnavailable:
+    retry_after = "5" if isinstance(error, PoolDown) else "1"
+    return FunctionUnavailable(str(error), version.function_id, retry_after)
+
+
+def _failed(version: FunctionVersion, trap: GuestTrap) -> GuestFailed:
+    function_id = version.function_id
+    if trap.out_of_fuel:
+        return GuestFailed(f"function {function_id!r} used up its fuel budget", function_id, 504)
+    if trap.interrupted:
+        return GuestFailed(f"function {function_id!r} exceeded its {version.timeout_s:g}s deadline", function_id, 504)
+    return GuestFailed(f"function {function_id!r} trapped: {trap}", function_id, 500)
+
+
+def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmVM], request: HttpRequest,
+         inline: bool) -> HttpResponse:
+    """Run `request` through `filters` and `vm`, all acquired by the caller (who releases them).
+
+    A trapped or interrupted instance is marked broken, so its release replaces it."""
+    chain = [*filters, vm]
+    hold_gil = inline or version.policy.cheap
+    for member in chain:
+        member.guest.hold_gil = hold_gil
+    held = CHAIN.held
+    held.extend(id(member) for member in chain)
+    # CPU time, inline too: on a busy or virtual machine, wall time also counts the moments the OS
+    # gave the CPU to someone else, which says nothing about the function (and in a thread, CPU
+    # time excludes waits for the GIL). A run that really stalls the loop is cut by its deadline.
+    clock = time.thread_time_ns
+    started = clock()
+    try:
+        response = run_chain(chain, request, INLINE_DEADLINE_S if inline else version.timeout_s)
+    except GuestTrap as trap:
+        if inline and trap.interrupted:
+            version.policy.demote()
+            log.info("function %s overran the inline budget; moved to guest threads, replaying the request",
+                     version.function_id)
+            raise _InlineOverrun() from None
+        version.stats.record(False)
+        if trap.interrupted:
+            version.policy.observe_overrun()
+        kind = "exceeded its deadline" if trap.interrupted else "trapped"
+        version.failure_log.warning("function %s %s: %s", version.function_id, kind, trap)
+        raise _failed(version, trap) from None
+    except Exception as error:
+        version.stats.record(False)
+        log.exception("function %s: host error while running a request", version.function_id)
+        raise HostFailed(f"function {version.function_id!r} failed in the host: {error}",
+                         version.function_id) from None
+    finally:
+        del held[len(held) - len(chain):]
+    version.policy.observe(clock() - started)
+    version.stats.record(response.status < 500)
+    return response
+
+
+def _release(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmVM]) -> None:
+    for pool, member in zip(version.filter_pools, filters):
+        pool.release(member)
+    version.pool.release(vm)
+
+
+class Dispatcher:
+    def __init__(self, router: Router, threads: GuestThreads, *, acquire_timeout_s: float,
+                 request_timeout_s: float, invoke_timeout_s: float, max_invoke_depth: int):
+        self.router = router
+        self.threads = threads
+        self.acquire_timeout_s = acquire_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.invoke_timeout_s = invoke_timeout_s
+        self.max_invoke_depth = max_invoke_depth
+
+    def find(self, function_id: str) -> FunctionVersion:
+        version = self.router.pick(function_id)
+        if version is None:
+            raise FunctionNotFound(f"unknown function id {function_id!r}", function_id)
+        return version
+
+    def _current(self, version: FunctionVersion) -> FunctionVersion:
+        """After PoolClosed: the version a reload put in place, or FunctionNotFound when it is gone."""
+        current = self.router.pick(version.function_id)
+        if current is None:
+            raise FunctionNotFound(f"function {version.function_id!r} was removed", version.function_id)
+        return current
+
+    # -- from the event loop -------------------------------------------------------------------
+    def try_now(self, version: FunctionVersion, request: HttpRequest) -> HttpResponse | None:
+        """The answer at once when the function runs inline and an instance is idle; None when the
+        caller must `await call(...)` instead. Raises DispatchError."""
+        if not version.policy.inline or version.filter_pools:
+            return None
+        vm = version.pool.try_acquire()
+        if vm is None:
+            return None
+        try:
+            return _run(version, vm, (), request, inline=True)
+        except _InlineOverrun:
+            return None  # demoted: `call` replays it in a guest thread
+        finally:
+            version.pool.release(vm)
+
+    async def call(self, version: FunctionVersion, request: HttpRequest) -> HttpResponse:
+        """Run `request` on the function, waiting for an instance; bounded by the request timeout."""
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                for _ in range(RETRIES_ACROSS_RELOADS):
+                    try:
+                        return await self._call_version(version, request)
+                    except PoolClosed:
+                        version = self._current(version)
+        except TimeoutError:
+            # The guest, if it is running, is still bounded by its own deadline; the caller is not kept.
+            raise RequestTimedOut(f"request to {version.function_id!r} took longer than "
+                                  f"{self.request_timeout_s:g}s", version.function_id) from None
+        raise FunctionUnavailable("function is being replaced, retry", version.function_id, "1")
+
+    async def _call_version(self, version: FunctionVersion, request: HttpRequest) -> HttpResponse:
+        if not version.filter_pools and not version.policy.inline:
+            try:  # the guest-thread path: a freed instance runs the request in place
+                response: HttpResponse = await version.pool.submit(
+                    lambda vm: _run(version, vm, (), request, inline=False), self.acquire_timeout_s)
+                return response
+            except (PoolTimeout, PoolDown) as error:
+                raise _unavailable(version, error) from None
+        vm, filters = await self._acquire(version)
+        try:
+            if version.policy.inline:
+                return _run(version, vm, filters, request, inline=True)
+            return await self.threads.run(_run, version, vm, filters, request, False)  # type: ignore[no-any-return]
+        except _InlineOverrun:
+            pass  # demoted: replayed below in a guest thread, on a fresh instance
+        finally:
+            _release(version, vm, filters)
+        return await self._call_version(version, request)
+
+    async def _acquire(self, version: FunctionVersion) -> tuple[ProxyWasmVM, list[ProxyWasmVM]]:
+        """An instance of the function and one of each of its filters; all or none."""
+        try:
+            vm = await version.pool.acquire(self.acquire_timeout_s)
+        except (PoolTimeout, PoolDown) as error:
+            raise _unavailable(version, error) from None
+        filters: list[ProxyWasmVM] = []
+        try:
+            for pool in version.filter_pools:
+                filters.append(await pool.acquire(self.acquire_timeout_s))
+        except BaseException as error:
+            for pool, member in zip(version.filter_pools, filters):
+                pool.release(member)
+            version.pool.release(vm)
+            if isinstance(error, (PoolTimeout, PoolClosed, PoolDown)):
+                raise FunctionUnavailable(f"filter unavailable: {error}", version.function_id, "1") from None
+            raise
+        return vm, filters
+
+    async def run_root(self, version: FunctionVersion, work: Callable[[ProxyWasmVM], None]) -> None:
+        """Root-context work outside requests (a tick, a queue delivery) on an idle instance, in a
+        guest thread. Dropped, with a warning, when no instance comes in time."""
+        try:
+            vm = await version.pool.acquire(self.acquire_timeout_s)
+        except (PoolTimeout, PoolClosed, PoolDown) as error:
+            log.warning("function %s: background callback dropped: %s", version.function_id, error)
+            return
+        try:
+            await self.threads.run(_run_root, version, vm, work)
+        finally:
+            version.pool.release(vm)
+
+    # -- from guest threads ----------------------------------------------------------------------
+    def call_blocking(self, function_id: str, request: HttpRequest) -> HttpResponse:
+        """Run `request` on a function from a guest thread (a nested call): waits up to the invoke
+        timeout, fails at once on a call cycle, and bounds the depth of nested calls."""
+        held = CHAIN.held
+        if len(held) >= self.max_invoke_depth:
+            raise CallCycle(f"invoke depth limit {self.max_invoke_depth} reached calling {function_id!r}",
+                            function_id)
+        version = self.find(function_id)
+        try:
+            vm = version.pool.acquire_blocking(self.invoke_timeout_s, held=held)
+            filters: list[ProxyWasmVM] = []
+            try:
+                for pool in version.filter_pools:
+                    filters.append(pool.acquire_blocking(self.invoke_timeout_s, held=held))
+            except BaseException:
+                for pool, member in zip(version.filter_pools, filters):
+                    pool.release(member)
+                version.pool.release(vm)
+                raise
+        except PoolWouldDeadlock as error:
+            raise CallCycle(str(error), function_id) from None
+        except (PoolTimeout, PoolClosed, PoolDown) as error:
+            raise _unavailable(version, error) from None
+        try:
+            return _run(version, vm, filters, request, inline=False)
+        finally:
+            _release(version, vm, filters)
+
+
+def _run_root(version: FunctionVersion, vm: ProxyWasmVM, work: Callable[[ProxyWasmVM], None]) -> None:
+    try:
+        work(vm)
+    except GuestTrap as trap:
+        log.warning("function %s: root-context callback trapped: %s", version.function_id, trap)

@@ -1,0 +1,118 @@
+"""The runtime capabilities the ABI asks for (abi/services), implemented over the host's
+components. This is the one place where component errors become the ABI's: an unknown store is
+UnknownName (NotFound), a bad argument BadRequest, an ETag conflict Conflict (CasMismatch), any
+backend failure ServiceError (InternalFailure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from abi.services import BadRequest, Conflict, ServiceError, StateEntry, UnknownName
+from host.components.catalog import Components
+from host.components.errors import ComponentError, EtagInvalid, EtagMismatch, InvalidRequest
+from host.components.state import DeleteItem, StateItem
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except (EtagMismatch, EtagInvalid) as error:
+        raise Conflict(str(error)) from None
+    except InvalidRequest as error:
+        raise BadRequest(str(error)) from None
+    except ComponentError as error:
+        raise ServiceError(str(error)) from None
+
+
+class _Capability:
+    def __init__(self, components: Components, capability: str, noun: str):
+        self.components = components
+        self.capability = capability
+        self.noun = noun
+
+    def named(self, name: str) -> Any:
+        component = self.components.of(self.capability).get(name)
+        if component is None:
+            known = ", ".join(sorted(self.components.of(self.capability))) or "none configured"
+            raise UnknownName(f"unknown {self.noun} {name!r} (known: {known})")
+        return component
+
+    def call(self, name: str, action: Callable[[Any], T]) -> T:
+        component = self.named(name)
+        with _mapped():
+            return action(component)
+
+
+class StateForFunctions(_Capability):
+    def __init__(self, components: Components):
+        super().__init__(components, "state", "state store")
+
+    def get(self, store: str, key: str) -> StateEntry | None:
+        value = self.call(store, lambda s: s.get(key))
+        return StateEntry(value.value, value.etag) if value is not None else None
+
+    def set(self, store: str, key: str, value: bytes, etag: str | None) -> None:
+        item = StateItem(key, value, etag, "first-write" if etag else "last-write")
+        self.call(store, lambda s: s.set(item))
+
+    def delete(self, store: str, key: str, etag: str | None) -> None:
+        item = DeleteItem(key, etag, "first-write" if etag else "last-write")
+        self.call(store, lambda s: s.delete(item))
+
+
+class PubSubForFunctions(_Capability):
+    def __init__(self, components: Components):
+        super().__init__(components, "pubsub", "pubsub")
+
+    def publish(self, pubsub: str, topic: str, data: bytes, content_type: str) -> None:
+        if not topic:
+            raise BadRequest("empty topic")
+        from host.components.pubsub.cloudevents import envelope  # TEMP-PUBSUB
+
+        event = envelope(data, content_type, topic=topic, pubsub_name=pubsub, source=self.components.app_id)
+        self.call(pubsub, lambda p: p.publish(topic, event))
+
+
+class LockForFunctions(_Capability):
+    def __init__(self, components: Components):
+        super().__init__(components, "lock", "lock store")
+
+    def try_lock(self, store: str, resource: str, owner: str, expire_s: int) -> bool:
+        return self.call(store, lambda s: bool(s.try_lock(resource, owner, expire_s)))
+
+    def unlock(self, store: str, resource: str, owner: str) -> int:
+        outcome = self.call(store, lambda s: int(s.unlock(resource, owner)))
+        if outcome not in (0, 1, 2):
+            raise ServiceError(f"lock store {store!r} failed to unlock {resource!r}")
+        return outcome
+
+
+class SequencerForFunctions(_Capability):
+    def __init__(self, components: Components):
+        super().__init__(components, "sequencer", "sequencer")
+
+    def next_id(self, store: str, key: str) -> int:
+        return self.call(store, lambda s: int(s.next_id(key)))
+
+
+class ConfigurationForFunctions(_Capability):
+    def __init__(self, components: Components):
+        super().__init__(components, "configuration", "configuration store")
+
+    def get(self, store: str, key: str) -> str | None:
+        if not key:
+            raise BadRequest("empty key")
+        items = self.call(store, lambda s: s.get([key]))
+        return next((item.value for item in items if item.key == key), None)
+
+
+def runtime_services(components: Components) -> dict[str, Any]:
+    """The HostServices fields backed by components."""
+    return {"state": StateForFunctions(components), "pubsub": PubSubForFunctions(components),
+            "lock": LockForFunctions(components), "sequencer": SequencerForFunctions(components),
+            "configuration": ConfigurationForFunctions(components)}

@@ -1,0 +1,177 @@
+"""Run the host: admin listener first (readiness says INIT while functions load), then the listener.
+
+Shutdown is graceful (`RunningServer.stop`, on SIGTERM or SIGINT): stop accepting connections,
+give in-flight requests `server.shutdown_grace_ms` to finish (idle keep-alive connections are
+closed; a request still running after that is cut), stop the watcher, close the pools
+(each instance's root context is retired: proxy_on_done / proxy_on_delete), close components,
+and finally the admin listener — which answers readiness DOWN during the drain.
+
+As one worker of `serve --workers N` (`role` given), the process also binds a private admin
+listener on 127.0.0.1 and registers it for its peers; worker 0 serves the public admin port,
+speaking for every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from aiohttp import web
+
+from host.app import App, Status
+from host.config import HostConfig, split_address
+from host.functions.sources import watched_folders
+from host.functions.watcher import FunctionWatcher
+from host.http.admin.app import create_admin_app
+from host.http.admin.layotto import LayottoAdmin
+from host.http.admin.peers import Peers
+from host.http.functions import create_function_server
+from host.http.protocol import HttpServer
+from host.process.cluster import SERVING, STARTING, WorkerRole
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_CHECK_S = 1.0  # a worker whose supervisor vanished (SIGKILL) shuts itself down
+ADMIN_SHUTDOWN_S = 1.0  # an admin request still running when the host has stopped is cut after this
+
+
+@dataclass
+class RunningServer:
+    app: App
+    runners: list[web.BaseRunner]  # admin runner(s)
+    listener: HttpServer
+    listen_port: int
+    admin_port: int
+    watcher: Optional[FunctionWatcher] = None
+    role: Optional[WorkerRole] = None
+    _stopped: bool = field(default=False, repr=False)
+
+    async def stop(self) -> None:
+        """Graceful shutdown; each step is logged. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        started = time.monotonic()
+        self.app.status = Status.DOWN  # readiness answers DOWN while draining
+        listener = self.listener
+        grace = self.app.config.server.shutdown_grace_ms / 1000
+
+        listener.stop_accepting()
+        in_flight = listener.in_flight
+        log.info("shutdown: stopped accepting connections; waiting up to %.1fs for %d in-flight request(s)",
+                 grace, in_flight)
+        if self.watcher is not None:
+            await self.watcher.stop()
+            log.info("shutdown: file watcher stopped")
+        finished = await listener.drain(max(0.0, grace - (time.monotonic() - started)))
+        drained = time.monotonic() - started
+        if not finished:
+            log.warning("shutdown: grace period of %.1fs over; unfinished requests were cut", grace)
+        else:
+            log.info("shutdown: in-flight requests finished (%.2fs)", drained)
+
+        await self.app.stop()  # pools closed (root contexts retired), components closed
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+        log.info("shutdown: complete in %.2fs", time.monotonic() - started)
+
+
+async def _serve(app: web.Application, address: str,
+                 shutdown_timeout: float = ADMIN_SHUTDOWN_S) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    host, port = split_address(address)
+    site = web.TCPSite(runner, host, port, reuse_port=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    server = site._server  # the bound socket tells the real port when 0 was asked for
+    bound = server.sockets[0].getsockname()[1] if server and server.sockets else port  # type: ignore[union-attr]
+    return runner, bound
+
+
+async def start_server(config: HostConfig, *, engine_backend: Optional[str] = None,
+                       role: Optional[WorkerRole] = None) -> RunningServer:
+    app = App(config, engine_backend=engine_backend)
+    admin_runners: list[web.BaseRunner] = []
+    try:
+        if role is None:
+            runner, admin_port = await _serve(create_admin_app(app), config.server.admin)
+            admin_runners.append(runner)
+        else:
+            runner, private_port = await _serve(create_admin_app(app, worker=role), "127.0.0.1:0")
+            admin_runners.append(runner)
+            role.register(STARTING, private_port)
+            admin_port = private_port
+            if role.primary:
+                peers = Peers(role, config.server.admin_token)
+                runner, admin_port = await _serve(create_admin_app(app, worker=role, peers=peers),
+                                                  config.server.admin)
+                admin_runners.append(runner)
+        await app.start()
+        if role is not None:
+            await LayottoAdmin(app).replay(role.journal())
+        listener = create_function_server(app.dispatcher, config.server)
+        listen_port = await listener.start(*split_address(config.server.listen))
+    except BaseException:
+        for runner in reversed(admin_runners):
+            await runner.cleanup()
+        await app.stop()
+        raise
+    watcher = None
+    if config.server.watch:
+        watcher = FunctionWatcher(app.deployments, watched_folders(config), config.server.watch_debounce_ms / 1000)
+        watcher.start()
+    if role is not None:
+        role.register(SERVING, private_port, listen_port)
+    log.info("functions listening on %s (port %d), admin on %s (port %d)", config.server.listen, listen_port,
+             config.server.admin if role is None or role.primary else "127.0.0.1", admin_port)
+    return RunningServer(app, admin_runners, listener, listen_port, admin_port, watcher, role)
+
+
+async def _supervisor_gone(role: WorkerRole, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(SUPERVISOR_CHECK_S)
+        if os.getppid() != role.supervisor_pid:
+            log.error("the supervisor (pid %d) is gone: shutting down", role.supervisor_pid)
+            stop.set()
+
+
+async def serve_forever(config: HostConfig, role: Optional[WorkerRole] = None) -> None:
+    server = await start_server(config, role=role)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    watchdog = asyncio.ensure_future(_supervisor_gone(role, stop)) if role is not None else None
+    await stop.wait()
+    log.info("shutting down%s", f" ({received[0]})" if received else "")
+    if watchdog is not None:
+        watchdog.cancel()
+    await server.stop()
+    if role is not None and os.getppid() != role.supervisor_pid:
+        shutil.rmtree(role.directory, ignore_errors=True)  # the supervisor cannot clean up any more
+
+
+def run(config: HostConfig, role: Optional[WorkerRole] = None) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but the host runs without it
+        pass
+    asyncio.run(serve_forever(config, role))
