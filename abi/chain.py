@@ -9,7 +9,7 @@ pending stops the chain: the client gets what was produced.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from abi.engine import GuestTrap
 from abi.http import HttpRequest, HttpResponse

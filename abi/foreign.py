@@ -13,7 +13,7 @@ import base64
 import binascii
 import hashlib
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 ForeignFunction = Callable[[bytes], bytes]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from abi.maps import HeaderList, first_value
 
@@ -23,7 +22,7 @@ class HttpRequest:
 
     @classmethod
     def build(cls, method: str, path: str, headers: HeaderList, body: bytes = b"", *, authority: str = "",
-              scheme: str = "http", lowered: bool = False, **extra: object) -> "HttpRequest":
+              scheme: str = "http", lowered: bool = False, **extra: object) -> HttpRequest:
         """A request whose header map starts with Envoy's pseudo headers, as proxy-wasm guests expect.
         `lowered`: the header names are lower case already."""
         pseudo = [(":method", method), (":path", path), (":authority", authority), (":scheme", scheme)]
@@ -38,7 +37,7 @@ class HttpRequest:
     def query(self) -> str:
         return self.path.split("?", 1)[1] if "?" in self.path else ""
 
-    def header(self, name: str) -> Optional[str]:
+    def header(self, name: str) -> str | None:
         return first_value(self.headers, name.lower())
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import struct
-from typing import Optional
 
 HeaderList = list[tuple[str, str]]
 
 _U32 = struct.Struct("<I")
 
 
-def first_value(pairs: HeaderList, name: str) -> Optional[str]:
+def first_value(pairs: HeaderList, name: str) -> str | None:
     """The value of the first pair named `name` (compared as is), or None."""
     for key, value in pairs:
         if key == name:

@@ -15,17 +15,25 @@ from __future__ import annotations
 
 import concurrent.futures
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from abi.codes import BufferType, MapType
-from abi.services import (GrpcCall, GrpcClose, GrpcEvent, GrpcInitialMetadata, GrpcMessage, GrpcStream,
-                       GrpcTrailingMetadata, HttpCallResult)
+from abi.services import (
+    GrpcCall,
+    GrpcClose,
+    GrpcEvent,
+    GrpcInitialMetadata,
+    GrpcMessage,
+    GrpcStream,
+    GrpcTrailingMetadata,
+    HttpCallResult,
+)
 
 if TYPE_CHECKING:
     from abi.vm import ProxyWasmVM
 
 GRPC_DEADLINE_EXCEEDED = 4
-CallEvent = Union[HttpCallResult, GrpcEvent]
+CallEvent = HttpCallResult | GrpcEvent
 
 
 @dataclass
@@ -33,7 +41,7 @@ class PendingCall:
     token: int
     deadline: float  # monotonic time after which the host gives up waiting (inf: only the request's)
 
-    def deliver(self, vm: "ProxyWasmVM", event: CallEvent) -> None:
+    def deliver(self, vm: ProxyWasmVM, event: CallEvent) -> None:
         """Run the guest callback for `event` (on the instance's thread, guest code not running)."""
         raise NotImplementedError
 
@@ -51,9 +59,9 @@ class PendingCall:
 
 @dataclass
 class PendingHttpCall(PendingCall):
-    future: "concurrent.futures.Future[HttpCallResult]"
+    future: concurrent.futures.Future[HttpCallResult]
 
-    def deliver(self, vm: "ProxyWasmVM", event: CallEvent) -> None:
+    def deliver(self, vm: ProxyWasmVM, event: CallEvent) -> None:
         assert isinstance(event, HttpCallResult)
         vm.pending_calls.pop(self.token, None)
         vm.run_call_callback("proxy_on_http_call_response", self.token,
@@ -70,7 +78,7 @@ class PendingHttpCall(PendingCall):
         self.future.cancel()
 
 
-def http_result(future: "concurrent.futures.Future[HttpCallResult]") -> HttpCallResult:
+def http_result(future: concurrent.futures.Future[HttpCallResult]) -> HttpCallResult:
     """The result of a finished http-call future; a cancelled or failed one becomes an error result."""
     if future.cancelled():
         return HttpCallResult(0, [], b"", error="cancelled")
@@ -86,7 +94,7 @@ class PendingGrpcCall(PendingCall):
 
     handle: GrpcCall
 
-    def deliver(self, vm: "ProxyWasmVM", event: CallEvent) -> None:
+    def deliver(self, vm: ProxyWasmVM, event: CallEvent) -> None:
         if isinstance(event, GrpcInitialMetadata):
             vm.run_call_callback("proxy_on_grpc_receive_initial_metadata", self.token, len(event.metadata),
                                  maps={MapType.GRPC_RECEIVE_INITIAL_METADATA: event.metadata})

@@ -7,7 +7,7 @@ too. Strings are returned as raw bytes, integers as 8-byte little-endian, header
 from __future__ import annotations
 
 import struct
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from abi.maps import encode_map
 
@@ -55,7 +55,7 @@ def _request_props(vm) -> dict[str, Callable[[], bytes]]:
     }
 
 
-def get_property(vm, segments: list[str]) -> Optional[bytes]:
+def get_property(vm, segments: list[str]) -> bytes | None:
     """The property's bytes, or None when the path names nothing."""
     key = ".".join(segments)
     stream = vm.stream

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 from abi.codes import Status
 
@@ -23,7 +23,7 @@ class SharedData:
         self._items: dict[bytes, tuple[bytes, int]] = {}
         self._next_cas = 1
 
-    def get(self, key: bytes) -> Optional[tuple[bytes, int]]:
+    def get(self, key: bytes) -> tuple[bytes, int] | None:
         with self._lock:
             return self._items.get(key)
 
@@ -46,7 +46,7 @@ class _Queue:
     vm_id: str
     name: str
     items: collections.deque = field(default_factory=collections.deque)
-    listener: Optional[QueueListener] = None
+    listener: QueueListener | None = None
 
 
 class SharedQueues:
@@ -57,7 +57,7 @@ class SharedQueues:
         self._queues: dict[int, _Queue] = {}
         self._by_name: dict[tuple[str, str], int] = {}
 
-    def register(self, vm_id: str, name: str, listener: Optional[QueueListener]) -> int:
+    def register(self, vm_id: str, name: str, listener: QueueListener | None) -> int:
         with self._lock:
             queue_id = self._by_name.get((vm_id, name))
             if queue_id is None:
@@ -67,7 +67,7 @@ class SharedQueues:
             self._queues[queue_id].listener = listener  # the latest registrant receives the callbacks
             return queue_id
 
-    def resolve(self, vm_id: str, name: str) -> Optional[int]:
+    def resolve(self, vm_id: str, name: str) -> int | None:
         with self._lock:
             return self._by_name.get((vm_id, name))
 
@@ -115,7 +115,7 @@ class Metrics:
         self._metrics: dict[int, Metric] = {}
         self._by_key: dict[tuple[str, int], int] = {}
 
-    def define(self, kind: int, name: str) -> Optional[int]:
+    def define(self, kind: int, name: str) -> int | None:
         if kind not in (MetricType.COUNTER, MetricType.GAUGE, MetricType.HISTOGRAM):
             return None
         with self._lock:
@@ -151,7 +151,7 @@ class Metrics:
                 metric.value = value
             return Status.OK
 
-    def get(self, metric_id: int) -> Optional[int]:
+    def get(self, metric_id: int) -> int | None:
         with self._lock:
             metric = self._metrics.get(metric_id)
             if metric is None:

@@ -13,8 +13,8 @@ import logging
 import math
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import wasmtime
 
@@ -39,12 +39,12 @@ class PluginSettings:
     vm_config: bytes = b""
     root_id: str = ""
     vm_id: str = ""
-    memory_limit_bytes: Optional[int] = None
+    memory_limit_bytes: int | None = None
     # Allow-list setting (allowed_state_stores, allowed_invoke_targets, allowed_upstreams, allowed_pubsubs...)
     # -> the names this plugin may use; a list not given allows every configured name
     # (abi/imports/_registry.py `refused`).
     allow_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    fuel_per_request: Optional[int] = None  # wasm instructions a request may run (needs fuel metering)
+    fuel_per_request: int | None = None  # wasm instructions a request may run (needs fuel metering)
 
 
 @dataclass(slots=True)
@@ -58,7 +58,7 @@ class StreamState:
     request_trailers: HeaderList
     response: HttpResponse = field(default_factory=HttpResponse)
     response_body: bytearray = field(default_factory=bytearray)
-    local_response: Optional[HttpResponse] = None
+    local_response: HttpResponse | None = None
     properties: dict[str, bytes] = field(default_factory=dict)
     closed: bool = False
     done_pending: bool = False
@@ -77,7 +77,7 @@ class ProxyWasmVM:
         self.guest: Guest = engine.instantiate(linker, module, self, memory_limit_bytes=settings.memory_limit_bytes)
         self.call_data = bytearray()
         self.properties: dict[str, bytes] = {}  # set by the guest outside a stream
-        self.stream: Optional[StreamState] = None
+        self.stream: StreamState | None = None
         self.effective_context = ROOT_CONTEXT_ID
         self._context_ids = itertools.count(ROOT_CONTEXT_ID + 1)
         self.broken = False
@@ -86,14 +86,14 @@ class ProxyWasmVM:
         # threads, what the call callback now running may read (buffers 4/5, maps 4-7), proxy_get_status.
         self.pending_calls: dict[int, PendingCall] = {}
         self._tokens = itertools.count(1)
-        self._inbox: "queue.SimpleQueue[tuple[int, CallEvent]]" = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[int, CallEvent]] = queue.SimpleQueue()
         self.call_buffers: dict[int, bytes] = {}
         self.call_maps: dict[int, HeaderList] = {}
         self.last_status: tuple[int, bytes] = (0, b"")
         self.tick_period_ms = 0
         self._wall_deadline = 0.0
         # Set by the host: run a root-context callback on some idle instance of this function.
-        self.on_background: Optional[Callable[[Callable[["ProxyWasmVM"], None]], None]] = None
+        self.on_background: Callable[[Callable[[ProxyWasmVM], None]], None] | None = None
         cb = self.guest.func
         self._allocate = cb("proxy_on_memory_allocate") or cb("malloc")
         self._on_context_create = cb("proxy_on_context_create")
@@ -111,12 +111,12 @@ class ProxyWasmVM:
         """Copy `data` into a fresh guest allocation (the guest owns it afterwards)."""
         if self._allocate is None:
             raise GuestMemoryError("module exports neither proxy_on_memory_allocate nor malloc")
-        ptr = self._allocate(len(data))
+        ptr = self._allocate(len(data)) or 0
         if not ptr and data:
             raise GuestMemoryError(f"guest allocator returned 0 for {len(data)} bytes")
         if data:
             self.guest.write(ptr, data)
-        return ptr or 0
+        return ptr
 
     def return_bytes(self, data: bytes, ptr_ptr: int, size_ptr: int) -> None:
         """Hand `data` back through a (u8**, size_t*) out-parameter pair."""
@@ -195,7 +195,7 @@ class ProxyWasmVM:
         self.guest.set_deadline(max(1, math.ceil(seconds / EPOCH_TICK_SECONDS)) + 1)
 
     # -- one request -------------------------------------------------------------------------------
-    def open_stream(self, request: HttpRequest, shared: Optional[StreamState], deadline_s: float) -> StreamState:
+    def open_stream(self, request: HttpRequest, shared: StreamState | None, deadline_s: float) -> StreamState:
         """Create a stream context; `shared` (another filter's stream) lends its headers and bodies."""
         if self.broken:
             raise GuestTrap("instance is broken")
@@ -245,7 +245,7 @@ class ProxyWasmVM:
             stream.resumed = False
         return True
 
-    def _step_callback(self, stream: StreamState, step: str) -> tuple[Optional[Callable[..., Optional[int]]], int]:
+    def _step_callback(self, stream: StreamState, step: str) -> tuple[Callable[..., int | None] | None, int]:
         if step == "request_headers":
             return self._on_request_headers, len(stream.request_headers)
         if step == "request_body":
@@ -323,16 +323,17 @@ class ProxyWasmVM:
                 token, event = self._inbox.get(timeout=max(0.0, wait_until - time.monotonic()))
             except queue.Empty:
                 if time.monotonic() >= wall_deadline:
-                    raise GuestTrap("request deadline passed while waiting for outbound calls", interrupted=True)
+                    raise GuestTrap("request deadline passed while waiting for outbound calls",
+                                    interrupted=True) from None
                 token, event = soonest.token, soonest.expire()
             call = self.pending_calls.get(token)
             if call is not None:  # else a late event of a call that was cancelled, closed or expired
                 call.deliver(self, event)
         self._set_deadline(max(0.0, wall_deadline - time.monotonic()))
 
-    def run_call_callback(self, name: str, token: int, *args: int, buffers: Optional[dict[int, bytes]] = None,
-                          maps: Optional[dict[int, HeaderList]] = None,
-                          status: Optional[tuple[int, bytes]] = None) -> None:
+    def run_call_callback(self, name: str, token: int, *args: int, buffers: dict[int, bytes] | None = None,
+                          maps: dict[int, HeaderList] | None = None,
+                          status: tuple[int, bytes] | None = None) -> None:
         """Call `name(ROOT_CONTEXT_ID, token, *args)` with `buffers` and `maps` readable meanwhile."""
         if status is not None:
             self.last_status = status
@@ -346,7 +347,7 @@ class ProxyWasmVM:
         finally:
             self.call_buffers, self.call_maps, self.effective_context = {}, {}, previous
 
-    def grpc_call(self, token: int) -> Optional[PendingGrpcCall]:
+    def grpc_call(self, token: int) -> PendingGrpcCall | None:
         call = self.pending_calls.get(token)
         return call if isinstance(call, PendingGrpcCall) else None
 
@@ -360,7 +361,7 @@ class ProxyWasmVM:
     def set_tick_period(self, period_ms: int) -> None:
         self.tick_period_ms = period_ms
 
-    def queue_listener(self) -> Optional[Callable[[int], None]]:
+    def queue_listener(self) -> Callable[[int], None] | None:
         """What the shared queue calls on enqueue: deliver proxy_on_queue_ready to this function."""
         on_ready = self.guest.func("proxy_on_queue_ready")
         background = self.on_background

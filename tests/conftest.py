@@ -6,8 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional
+from typing import Any
 
 import aiohttp
 import pytest
@@ -46,7 +47,7 @@ def functions_dir(tmp_path: Path, *modules: Path) -> Path:
     return folder
 
 
-def make_config(tmp_path: Path, folder: Optional[Path] = None, **sections: Any) -> HostConfig:
+def make_config(tmp_path: Path, folder: Path | None = None, **sections: Any) -> HostConfig:
     raw: dict[str, Any] = {
         "server": {"listen": "127.0.0.1:0", "admin": "127.0.0.1:0", "cache_dir": str(tmp_path / "cache")},
         "functions_dirs": [str(folder)] if folder else [],
@@ -70,8 +71,8 @@ class Client:
         self.base = f"http://127.0.0.1:{server.listen_port}"
         self.admin = f"http://127.0.0.1:{server.admin_port}"
 
-    async def call(self, function_id: Optional[str], path: str = "/", *, method: str = "GET",
-                   headers: Optional[dict[str, str]] = None, data: Optional[bytes] = None
+    async def call(self, function_id: str | None, path: str = "/", *, method: str = "GET",
+                   headers: dict[str, str] | None = None, data: bytes | None = None
                    ) -> tuple[int, CIMultiDict, bytes]:
         all_headers = dict(headers or {})
         if function_id is not None:

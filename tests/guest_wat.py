@@ -11,7 +11,6 @@ empty body that appends, on any host). `Results` reads the records back in the s
 from __future__ import annotations
 
 import struct
-from typing import Union
 
 PAGE = 65536
 
@@ -160,7 +159,7 @@ class WatGuest:
         self.extra: list[str] = []  # additional top-level WAT (globals, helper funcs)
 
     # -- constants --------------------------------------------------------------------------------
-    def addr(self, value: Union[str, bytes]) -> int:
+    def addr(self, value: str | bytes) -> int:
         """Address of a constant (placed once in a data segment)."""
         data = value.encode() if isinstance(value, str) else value
         if data not in self._strings:
@@ -169,20 +168,20 @@ class WatGuest:
             assert self._next < RESULTS, "string table overflow"
         return self._strings[data]
 
-    def s(self, value: Union[str, bytes]) -> tuple[int, int]:
+    def s(self, value: str | bytes) -> tuple[int, int]:
         """(ptr, len) of a constant: two arguments of a `call`."""
         data = value.encode() if isinstance(value, str) else value
         return self.addr(data), len(data)
 
     # -- calls ------------------------------------------------------------------------------------
-    def call(self, name: str, *args: Union[int, str, tuple[int, int]], module: str = "env") -> str:
+    def call(self, name: str, *args: int | str | tuple[int, int], module: str = "env") -> str:
         """`(call $module.name args...)`: ints become constants of the parameter's type, strings are WAT
         expressions, (ptr, len) pairs are two arguments."""
         params, _ = SIGNATURES[module][name]
         self._imports[(module, name)] = None
         flat = [part for arg in args for part in (arg if isinstance(arg, tuple) else (arg,))]
         assert len(flat) == len(params), f"{name} takes {len(params)} arguments, got {len(flat)}"
-        rendered = [f"({_KIND[kind]}.const {arg})" if isinstance(arg, int) else arg for kind, arg in zip(params, flat)]
+        rendered = [f"({_KIND[kind]}.const {arg})" if isinstance(arg, int) else arg for kind, arg in zip(params, flat, strict=False)]
         return f"(call ${module}.{name} {' '.join(rendered)})"
 
     # -- rendering --------------------------------------------------------------------------------

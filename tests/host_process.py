@@ -13,16 +13,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from tests.conftest import REPO
 
 Answer = tuple[int, dict[str, str], bytes]
 
 
-def request(url: str, *, method: str = "GET", headers: Optional[dict[str, str]] = None,
-            data: Optional[bytes] = None, timeout: float = 10) -> Answer:
+def request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
+            data: bytes | None = None, timeout: float = 10) -> Answer:
     """One HTTP exchange on a fresh connection (urllib does not pool)."""
     req = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
     try:
@@ -58,7 +59,7 @@ class HostProcess:
     """The host started as `python -m host serve ARGS` in its own session (so the whole tree can be
     killed at the end), with stdout and stderr in one log file."""
 
-    def __init__(self, tmp_path: Path, *args: str, env: Optional[dict[str, str]] = None):
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None):
         self.log_path = tmp_path / f"host-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("w")
         environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"), **(env or {})}
@@ -71,7 +72,7 @@ class HostProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_log(self, pattern: str, timeout: float = 60) -> re.Match:
-        def found() -> Optional[re.Match]:
+        def found() -> re.Match | None:
             assert self.process.poll() is None or re.search(pattern, self.log()), \
                 f"host exited with {self.process.returncode}:\n{self.log()}"
             return re.search(pattern, self.log())
@@ -81,7 +82,7 @@ class HostProcess:
     def wait_ready(self, admin_port: int, timeout: float = 60) -> dict:
         url = f"http://127.0.0.1:{admin_port}/actuator/health/readiness"
 
-        def ready() -> Optional[dict]:
+        def ready() -> dict | None:
             assert self.process.poll() is None, f"host exited with {self.process.returncode}:\n{self.log()}"
             status, body = get_json(url)
             return body if status == 200 else None

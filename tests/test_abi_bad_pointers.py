@@ -14,8 +14,20 @@ from typing import Union
 
 import pytest
 
-from abi.imports import (buffers, calls, grpc_calls, header_maps, invoke, logging_time, metrics, properties, runtime,
-                         shared_state, state, stream_control)
+from abi.imports import (
+    buffers,
+    calls,
+    grpc_calls,
+    header_maps,
+    invoke,
+    logging_time,
+    metrics,
+    properties,
+    runtime,
+    shared_state,
+    state,
+    stream_control,
+)
 from tests.conftest import ENGINE_BACKENDS, EXAMPLES, functions_dir, make_config
 from tests.guest_wat import PAGE, RET_PTR, RET_SIZE, U32_A, U32_B, U64, Results, WatGuest, serialize_map, write_guest
 

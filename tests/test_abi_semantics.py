@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ENGINE_BACKENDS, EXAMPLES, functions_dir, make_config
-from tests.guest_wat import (RET, U32_A, U32_B, U64, Results, WatGuest, failure, parse_map, serialize_map,
-                             write_guest)
+from tests.guest_wat import RET, U32_A, U32_B, U64, Results, WatGuest, failure, parse_map, serialize_map, write_guest
 
 OK, NOT_FOUND, BAD_ARGUMENT = 0, 1, 2
 WASI_BADF, WASI_NOTSUP = 8, 58

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from abi.maps import decode_map
-
 from host.components.state.redis import Config as RedisStoreConfig
 from host.config import ConfigError, load_config
 from tests.conftest import EXAMPLES, REPO, functions_dir, make_config

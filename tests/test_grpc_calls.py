@@ -14,15 +14,15 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Iterator
 
 import grpc
 import pytest
 
-from abi.services import GrpcClose, GrpcMessage, ServiceError
 from abi import all_host_functions
+from abi.services import GrpcClose, GrpcMessage, ServiceError
 from host.components.upstreams.grpc import GrpcUpstreams
 from host.config import ConfigError, validate_config
 from tests.conftest import functions_dir, make_config

@@ -8,7 +8,6 @@ import asyncio
 import json
 import socket
 from pathlib import Path
-from typing import Optional
 
 import httptools
 
@@ -45,7 +44,7 @@ class Connection:
         self._head_only = False
 
     @classmethod
-    async def open(cls, port: int) -> "Connection":
+    async def open(cls, port: int) -> Connection:
         return cls(*await asyncio.open_connection("127.0.0.1", port))
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -54,7 +53,7 @@ class Connection:
     def on_body(self, body: bytes) -> None:
         self._current.on_body(body)
 
-    def on_headers_complete(self) -> Optional[bool]:
+    def on_headers_complete(self) -> bool | None:
         self._current.status = self._parser.get_status_code()
         return None
 
@@ -82,7 +81,7 @@ class Connection:
     async def closed(self, timeout: float = 5.0) -> bool:
         try:
             return await asyncio.wait_for(self.reader.read(65536), timeout) == b""
-        except (ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError):
             return False
 
     def close(self) -> None:

@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -31,7 +30,7 @@ def retiring_guest(folder: Path) -> None:
         proxy_on_delete=f"(if (i32.eq (local.get $ctx) (i32.const 1)) (then (drop {g.call('proxy_log', 2, message)})))"))
 
 
-def _config(tmp_path: Path, c_guests: Path, grace_ms: Optional[int] = None) -> Path:
+def _config(tmp_path: Path, c_guests: Path, grace_ms: int | None = None) -> Path:
     folder = functions_dir(tmp_path, c_guests / "slow.wasm")
     retiring_guest(folder)
     grace = f"shutdown_grace_ms = {grace_ms}\n" if grace_ms is not None else ""
@@ -95,7 +94,7 @@ def test_sigterm_finishes_the_request_in_flight_refuses_new_ones_and_retires_roo
                  "shutdown: in-flight requests finished", RETIRED, "2 function pool(s) closed, root contexts retired",
                  "shutdown: components closed", "shutdown: complete"]
         positions = [log.find(step) for step in steps]
-        assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions))
+        assert -1 not in positions and positions == sorted(positions), list(zip(steps, positions, strict=False))
         assert log.count(RETIRED) == 1  # one instance of `retiring`, retired once
     finally:
         host.close()

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import wasmtime
 
 from abi.engine import _public_backend, _ticker
-from abi.engine._guest import EPOCH_TICK_SECONDS, I32, I64, GuestBase, GuestExit, GuestMemoryError, GuestTrap, HostFunction
+from abi.engine._guest import (
+    EPOCH_TICK_SECONDS,
+    I32,
+    I64,
+    GuestBase,
+    GuestExit,
+    GuestMemoryError,
+    GuestTrap,
+    HostFunction,
+)
 
 __all__ = [
     "I32", "I64", "Guest", "GuestExit", "GuestMemoryError", "GuestTrap", "HostFunction", "HostLinker",
@@ -32,7 +42,7 @@ try:
     from abi.engine import _ctypes_backend
 
     _ctypes_backend.self_check()
-    _FAST_ERROR: Optional[str] = None
+    _FAST_ERROR: str | None = None
 except Exception as error:  # pragma: no cover - only on an unexpected wasmtime-py
     _ctypes_backend = None  # type: ignore[assignment]
     _FAST_ERROR = str(error)
@@ -40,7 +50,7 @@ except Exception as error:  # pragma: no cover - only on an unexpected wasmtime-
 try:
     from abi.engine import _native_backend
 
-    _NATIVE_ERROR: Optional[str] = None
+    _NATIVE_ERROR: str | None = None
 except Exception as error:  # the extension was not built (no C compiler at install time)
     _native_backend = None  # type: ignore[assignment]
     _NATIVE_ERROR = _FAST_ERROR or str(error)
@@ -62,7 +72,7 @@ class HostLinker:
     that imports another signature gets a linker holding that one instead (one per combination,
     built once)."""
 
-    def __init__(self, engine: "WasmEngine", functions: Iterable[HostFunction]):
+    def __init__(self, engine: WasmEngine, functions: Iterable[HostFunction]):
         self.engine = engine
         self.overloads: dict[tuple[str, str], list[HostFunction]] = {}
         for host in functions:
@@ -77,7 +87,7 @@ class HostLinker:
             self.engine._backend_define(linker, host)
         return linker
 
-    def _matching(self, imp: wasmtime.ImportType) -> Optional[HostFunction]:
+    def _matching(self, imp: wasmtime.ImportType) -> HostFunction | None:
         if not isinstance(imp.type, wasmtime.FuncType):
             return None
         wanted = ([str(p) for p in imp.type.params], [str(r) for r in imp.type.results])
@@ -126,7 +136,7 @@ UNLIMITED_FUEL = (1 << 63) - 1
 
 
 class WasmEngine:
-    def __init__(self, backend: Optional[str] = None, *, fuel_metering: bool = False):
+    def __init__(self, backend: str | None = None, *, fuel_metering: bool = False):
         backend = backend or os.environ.get("WASM_FAAS_ENGINE_BACKEND") or available_backends()[0]
         if backend not in BACKENDS:
             raise ValueError(f"unknown engine backend {backend!r} (expected one of {', '.join(BACKENDS)})")
@@ -146,13 +156,14 @@ class WasmEngine:
         # Linear memory never moves, so guest memory views stay valid across memory.grow.
         config.memory_may_move = False
         self.engine = wasmtime.Engine(config)
+        self._guest_class: type[GuestBase]
         if backend == "native":
             self._guest_class, self._define = _native_backend.NativeGuest, _native_backend.define
         elif backend == "ctypes":
             self._guest_class, self._define = _ctypes_backend.FastGuest, _ctypes_backend.define
         else:
             self._guest_class, self._define = _public_backend.PublicGuest, _public_backend.define
-        self._ticker: Optional[Any] = None
+        self._ticker: Any | None = None
         self.guests_may_hold_gil = False
 
     def _backend_define(self, linker: wasmtime.Linker, host: HostFunction) -> None:
@@ -169,7 +180,7 @@ class WasmEngine:
         return HostLinker(self, functions)
 
     def instantiate(self, linker: HostLinker, module: wasmtime.Module, owner: Any,
-                    *, memory_limit_bytes: Optional[int] = None) -> GuestBase:
+                    *, memory_limit_bytes: int | None = None) -> GuestBase:
         store = wasmtime.Store(self.engine)
         if memory_limit_bytes is not None:
             store.set_limits(memory_size=memory_limit_bytes)

@@ -13,15 +13,23 @@ from __future__ import annotations
 import ctypes
 import struct
 import time
+from collections.abc import Callable
 from ctypes import CFUNCTYPE, c_size_t, c_uint32, c_uint64, c_void_p
-from typing import Any, Callable, Optional
+from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as ffi
 from wasmtime._extern import wrap_extern
 
-from abi.engine._guest import (ACTIVE, EPOCH_TICK_SECONDS, I32, GuestBase, GuestMemoryError, HostFunction,
-                      trap_from_wasmtime)
+from abi.engine._guest import (
+    ACTIVE,
+    EPOCH_TICK_SECONDS,
+    I32,
+    GuestBase,
+    GuestMemoryError,
+    HostFunction,
+    trap_from_wasmtime,
+)
 
 _RAW_SIZE = ctypes.sizeof(ffi.wasmtime_val_raw_t)  # 16: each argument/result slot
 
@@ -145,7 +153,7 @@ class FastGuest(GuestBase):
                                                  encoded, len(encoded), ctypes.byref(item))
         return wrap_extern(item) if found else None
 
-    def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
+    def _make_call(self, export: wasmtime.Func) -> Callable[..., int | None]:
         functype = export.type(self.store)
         params = [str(p) for p in functype.params]
         results = [str(r) for r in functype.results]
@@ -166,7 +174,7 @@ class FastGuest(GuestBase):
         fail = self._fail
         read_result = result_slot if results else None
 
-        def invoke() -> Optional[int]:
+        def invoke() -> int | None:
             previous = active.guest
             active.guest = guest
             raw = _call_unchecked_holding_gil if guest.hold_gil else _call_unchecked
@@ -183,40 +191,40 @@ class FastGuest(GuestBase):
         elif len(slots) == 1:
             (s0,) = slots
 
-            def call(a: int, *_: int) -> Optional[int]:
+            def call(a: int, *_: int) -> int | None:  # type: ignore[misc]
                 s0.value = a
                 return invoke()
         elif len(slots) == 2:
             s0, s1 = slots
 
-            def call(a: int, b: int, *_: int) -> Optional[int]:  # type: ignore[misc]
+            def call(a: int, b: int, *_: int) -> int | None:  # type: ignore[misc]
                 s0.value = a
                 s1.value = b
                 return invoke()
         elif len(slots) == 3:
             s0, s1, s2 = slots
 
-            def call(a: int, b: int, c: int, *_: int) -> Optional[int]:  # type: ignore[misc]
+            def call(a: int, b: int, c: int, *_: int) -> int | None:  # type: ignore[misc]
                 s0.value = a
                 s1.value = b
                 s2.value = c
                 return invoke()
         else:
-            def call(*args: int) -> Optional[int]:  # type: ignore[misc]
-                for slot, value in zip(slots, args):
+            def call(*args: int) -> int | None:
+                for slot, value in zip(slots, args, strict=False):
                     slot.value = value
                 return invoke()
 
         call._keep = (buffer, func_struct, trap_slot, slots)  # type: ignore[attr-defined]
         return call
 
-    def _fail(self, error: Optional[int], trap_slot: c_void_p) -> None:
+    def _fail(self, error: int | None, trap_slot: c_void_p) -> None:
         """Turn a failed call into an exception; a host import's own exception takes precedence."""
         if trap_slot.value:
             failure: Exception = wasmtime.Trap._from_ptr(ctypes.cast(trap_slot.value, _TRAP_PTR))
             trap_slot.value = None
         else:
-            failure = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
+            failure = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error or 0, _ERROR_PTR))
         self.raise_pending()
         raise trap_from_wasmtime(failure)
 

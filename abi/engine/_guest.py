@@ -1,12 +1,14 @@
-"""Pieces shared by the three engine back-ends (native, ctypes, public): host-function descriptions, errors, guest memory access."""
+"""Pieces shared by the three engine back-ends (native, ctypes, public): host-function descriptions,
+errors, guest memory access."""
 
 from __future__ import annotations
 
 import ctypes
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import wasmtime
 
@@ -25,7 +27,7 @@ class GuestMemoryError(Exception):
 class GuestTrap(Exception):
     """The guest trapped (or was interrupted, or exited): the instance must not be used again."""
 
-    def __init__(self, message: str, *, interrupted: bool = False, exit_code: Optional[int] = None,
+    def __init__(self, message: str, *, interrupted: bool = False, exit_code: int | None = None,
                  out_of_fuel: bool = False):
         super().__init__(message)
         self.interrupted = interrupted
@@ -54,7 +56,7 @@ class HostFunction:
     params: tuple[str, ...]
     results: tuple[str, ...]
     impl: Callable[..., Any]
-    on_memory_error: Optional[int] = None
+    on_memory_error: int | None = None
     pure: bool = False  # neither blocks nor has effects outside the instance (abi/imports/_registry.py)
 
     def functype(self) -> wasmtime.FuncType:
@@ -69,7 +71,7 @@ class HostFunction:
 class _ActiveGuest(threading.local):
     """The guest whose code is running on this thread (host imports are called on it)."""
 
-    guest: Optional["GuestBase"] = None
+    guest: GuestBase | None = None
 
 
 ACTIVE = _ActiveGuest()
@@ -83,7 +85,7 @@ class GuestBase:
     """
 
     owner: Any
-    pending_error: Optional[BaseException]
+    pending_error: BaseException | None
     may_hold_gil = False  # set by the engine: true when its epoch ticker does not need the GIL
 
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
@@ -92,9 +94,9 @@ class GuestBase:
         self.owner = owner
         self.pending_error = None
         self._export_cache: dict[str, Any] = {}
-        self._funcs: dict[str, Optional[Callable[..., Optional[int]]]] = {}
+        self._funcs: dict[str, Callable[..., int | None] | None] = {}
         memory = self.export("memory")
-        self._memory: Optional[wasmtime.Memory] = memory if isinstance(memory, wasmtime.Memory) else None
+        self._memory: wasmtime.Memory | None = memory if isinstance(memory, wasmtime.Memory) else None
         self._view: memoryview = memoryview(b"")
         self._size = 0
         self._refresh_memory()
@@ -172,14 +174,14 @@ class GuestBase:
     def has_export(self, name: str) -> bool:
         return isinstance(self.export(name), wasmtime.Func)
 
-    def func(self, name: str) -> Optional[Callable[..., Optional[int]]]:
+    def func(self, name: str) -> Callable[..., int | None] | None:
         """A callable for export `name`, resolved once; None when the module lacks it."""
         if name not in self._funcs:
             export = self.export(name)
             self._funcs[name] = self._make_call(export) if isinstance(export, wasmtime.Func) else None
         return self._funcs[name]
 
-    def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
+    def _make_call(self, export: wasmtime.Func) -> Callable[..., int | None]:
         """The back-end's way of calling an exported function."""
         raise NotImplementedError
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import ctypes
 import time
+from collections.abc import Callable
 from ctypes import CFUNCTYPE, c_size_t, c_void_p
-from typing import Any, Callable, Optional
+from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as ffi
 
 from abi.engine import _native  # type: ignore[attr-defined]  # ImportError when the extension was not built
-from abi.engine._guest import EPOCH_TICK_SECONDS, I32, GuestMemoryError, HostFunction
 from abi.engine._ctypes_backend import _ERROR_PTR, _TRAP_PTR, FastGuest, trap_from_wasmtime
+from abi.engine._guest import EPOCH_TICK_SECONDS, I32, GuestMemoryError, HostFunction
 
 _native.configure(
     ctypes.cast(ffi.dll.wasmtime_func_call_unchecked, c_void_p).value,
@@ -82,16 +83,16 @@ class NativeGuest(FastGuest):
     def hold_gil(self, value: bool) -> None:
         self._state.hold_gil = value and self.may_hold_gil
 
-    def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
+    def _make_call(self, export: wasmtime.Func) -> Callable[..., int | None]:
         functype = export.type(self.store)
         return _native.GuestCall(self._state, self._context, bytes(export._func), _kinds(functype.params),
                                  _result_kind(functype.results))
 
-    def _fail_native(self, error: Optional[int], trap: Optional[int]) -> None:
+    def _fail_native(self, error: int | None, trap: int | None) -> None:
         """Called by a GuestCall whose guest trapped or failed: raise the matching GuestTrap."""
         if trap:
             failure: Exception = wasmtime.Trap._from_ptr(ctypes.cast(trap, _TRAP_PTR))
         else:
-            failure = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, _ERROR_PTR))
+            failure = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error or 0, _ERROR_PTR))
         self.raise_pending()
         raise trap_from_wasmtime(failure)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import wasmtime
 
@@ -16,9 +16,9 @@ def define(linker: wasmtime.Linker, host: HostFunction) -> None:
     # wasmtime-py hands i32 values over signed; the ABI's pointers and sizes are unsigned.
     unsigned = tuple(0xFFFFFFFF if kind == I32 else None for kind in host.params)
 
-    def call_host(*args: int) -> Optional[int]:
+    def call_host(*args: int) -> int | None:
         guest = ACTIVE.guest
-        args = tuple(a & mask if mask is not None and a < 0 else a for a, mask in zip(args, unsigned))
+        args = tuple(a & mask if mask is not None and a < 0 else a for a, mask in zip(args, unsigned, strict=False))
         try:
             result = impl(guest.owner, *args)  # type: ignore[union-attr]
         except GuestMemoryError:
@@ -35,7 +35,7 @@ def define(linker: wasmtime.Linker, host: HostFunction) -> None:
 
 
 class PublicGuest(GuestBase):
-    def _make_call(self, export: wasmtime.Func) -> Callable[..., Optional[int]]:
+    def _make_call(self, export: wasmtime.Func) -> Callable[..., int | None]:
         store = self.store
         guest = self
         functype = export.type(store)
@@ -43,7 +43,7 @@ class PublicGuest(GuestBase):
         # i32 results are the ABI's unsigned ints; wasmtime-py returns them signed.
         unsigned_result = bool(functype.results) and str(functype.results[0]) == I32
 
-        def call(*args: int) -> Optional[int]:
+        def call(*args: int) -> int | None:
             if len(args) < nparams:
                 raise TypeError(f"guest function takes {nparams} arguments, {len(args)} given")
             previous = ACTIVE.guest

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import Optional
 
 import wasmtime
 
@@ -50,7 +49,7 @@ class NativeTicker:
         self._event.sigev_notify = _SIGEV_THREAD
         self._event.sigev_notify_function = ctypes.cast(ffi.dll.wasmtime_engine_increment_epoch, ctypes.c_void_p).value
         self._event.sigev_value.sival_ptr = ctypes.cast(engine.ptr(), ctypes.c_void_p).value
-        self._timer: Optional[ctypes.c_void_p] = None
+        self._timer: ctypes.c_void_p | None = None
 
     def start(self) -> None:
         timer = ctypes.c_void_p()
@@ -79,7 +78,7 @@ class ThreadTicker:
     def __init__(self, engine: wasmtime.Engine):
         self._engine = engine
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._stop.clear()

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from abi.engine import HostFunction
-from abi.imports import (buffers, calls, grpc_calls, header_maps, invoke, logging_time, metrics, properties, runtime,
-                         shared_state, state, stream_control, wasi)
+from abi.imports import (
+    buffers,
+    calls,
+    grpc_calls,
+    header_maps,
+    invoke,
+    logging_time,
+    metrics,
+    properties,
+    runtime,
+    shared_state,
+    state,
+    stream_control,
+    wasi,
+)
 
 
 def all_host_functions() -> list[HostFunction]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 from abi.codes import BufferType, Status
 from abi.imports._registry import ImportGroup
 
@@ -12,7 +10,7 @@ hostcall = ImportGroup(pure=True)
 _MAX_BUFFER_TYPE = max(BufferType)
 
 
-def _buffer(vm, buffer_type: int) -> Union[bytearray, bytes, int]:
+def _buffer(vm, buffer_type: int) -> bytearray | bytes | int:
     """The buffer, or the status to answer when it is unknown or not available here."""
     if buffer_type > _MAX_BUFFER_TYPE:
         return Status.BAD_ARGUMENT

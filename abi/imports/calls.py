@@ -4,8 +4,8 @@ proxy_get_status, proxy_call_foreign_function, and the tick timer."""
 from __future__ import annotations
 
 from abi.codes import Status
-from abi.maps import decode_map
 from abi.imports._registry import ImportGroup, refused
+from abi.maps import decode_map
 
 hostcall = ImportGroup()
 

@@ -9,20 +9,18 @@ Every pointer is read or checked before anything else, so a bad one answers Inva
 
 from __future__ import annotations
 
-from typing import Optional
-
 from abi.codes import Status
+from abi.imports._registry import ImportGroup, refused
 from abi.maps import HeaderList, decode_map
 from abi.outbound import PendingGrpcStream
 from abi.services import ServiceError
-from abi.imports._registry import ImportGroup, refused
 
 hostcall = ImportGroup()
 
 DEFAULT_TIMEOUT_S = 10.0  # timeout 0, as for proxy_http_call
 
 
-def _refusal(vm, name: str, upstream: str, service: str, method: str) -> Optional[int]:
+def _refusal(vm, name: str, upstream: str, service: str, method: str) -> int | None:
     """The status refusing a call to `upstream`, or None when it may go."""
     if not vm.services.grpc.has_upstream(upstream):
         vm.log.warning("function %s: %s to unknown gRPC upstream %r", vm.function_id, name, upstream)
@@ -34,7 +32,7 @@ def _refusal(vm, name: str, upstream: str, service: str, method: str) -> Optiona
     return None
 
 
-def _metadata(raw: bytes) -> Optional[HeaderList]:
+def _metadata(raw: bytes) -> HeaderList | None:
     """The guest's serialized initial metadata (an empty map may be 0 bytes or one NUL); None if malformed."""
     if raw in (b"", b"\0"):
         return []

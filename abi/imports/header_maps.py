@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 from abi.codes import MapType, Status
-from abi.maps import HeaderList, decode_map, encode_map
 from abi.imports._registry import ImportGroup
+from abi.maps import HeaderList, decode_map, encode_map
 
 hostcall = ImportGroup(pure=True)
 
 _MAX_MAP_TYPE = max(MapType)
 
 
-def _map(vm, map_type: int) -> Union[HeaderList, int]:
+def _map(vm, map_type: int) -> HeaderList | int:
     if map_type > _MAX_MAP_TYPE:
         return Status.BAD_ARGUMENT
     received = vm.call_maps.get(map_type)  # maps 4-7, in an http/gRPC call callback

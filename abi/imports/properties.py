@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abi.codes import Status
-from abi.properties import get_property, split_path
 from abi.imports._registry import ImportGroup
+from abi.properties import get_property, split_path
 
 hostcall = ImportGroup(pure=True)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from abi.codes import Status, StreamType
 from abi.http import HttpResponse
-from abi.maps import decode_map
 from abi.imports._registry import ImportGroup
+from abi.maps import decode_map
 
 hostcall = ImportGroup(pure=True)
 

@@ -5,20 +5,42 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 from abi.foreign import DEFAULT_FOREIGN_FUNCTIONS, ForeignFunction
-from abi.services.calls import (GrpcCall, GrpcCaller, GrpcClose, GrpcEvent, GrpcInitialMetadata, GrpcMessage,
-                                GrpcSink, GrpcStream, GrpcTrailingMetadata, HttpCaller, HttpCallResult,
-                                NoGrpcUpstreams, NoUpstreams)
+from abi.services.calls import (
+    GrpcCall,
+    GrpcCaller,
+    GrpcClose,
+    GrpcEvent,
+    GrpcInitialMetadata,
+    GrpcMessage,
+    GrpcSink,
+    GrpcStream,
+    GrpcTrailingMetadata,
+    HttpCaller,
+    HttpCallResult,
+    NoGrpcUpstreams,
+    NoUpstreams,
+)
 from abi.services.errors import BadRequest, Conflict, ServiceError, UnknownName
-from abi.services.runtime import (ConfigurationAccess, ForeignRuntime, Invoker, LockAccess, PubSubAccess,
-                                  SequencerAccess, StateAccess, StateEntry, Unavailable)
+from abi.services.runtime import (
+    ConfigurationAccess,
+    ForeignRuntime,
+    Invoker,
+    LockAccess,
+    PubSubAccess,
+    SequencerAccess,
+    StateAccess,
+    StateEntry,
+    Unavailable,
+)
 from abi.shared import Metrics, SharedData, SharedQueues
 
 
-def _missing(what: str) -> Callable[[], Unavailable]:
+def _missing(what: str) -> Callable[[], Any]:
     return lambda: Unavailable(what)
 
 

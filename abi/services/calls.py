@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Union
+from typing import Protocol
 
 from abi.maps import HeaderList
 from abi.services.errors import ServiceError
@@ -25,7 +26,7 @@ class HttpCaller(Protocol):
     def has_upstream(self, name: str) -> bool: ...
 
     def dispatch(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,
-                 timeout_s: float) -> "concurrent.futures.Future[HttpCallResult]":
+                 timeout_s: float) -> concurrent.futures.Future[HttpCallResult]:
         """Start the call (it runs elsewhere); the future resolves with its result, never raises."""
 
 
@@ -34,7 +35,7 @@ class NoUpstreams:
         return False
 
     def dispatch(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,
-                 timeout_s: float) -> "concurrent.futures.Future[HttpCallResult]":
+                 timeout_s: float) -> concurrent.futures.Future[HttpCallResult]:
         raise ServiceError("no upstreams configured")
 
 
@@ -63,7 +64,7 @@ class GrpcClose:
 
 # What a gRPC call or stream receives, in this order: initial metadata (when there is any), its
 # messages, trailing metadata (when there is any), then one close.
-GrpcEvent = Union[GrpcInitialMetadata, GrpcMessage, GrpcTrailingMetadata, GrpcClose]
+GrpcEvent = GrpcInitialMetadata | GrpcMessage | GrpcTrailingMetadata | GrpcClose
 GrpcSink = Callable[[GrpcEvent], None]  # thread-safe; called from whichever thread receives
 
 

@@ -7,8 +7,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from host.config import DEFAULT_CONFIG, ConfigError, HostConfig, load_config, validate_config
 
@@ -117,7 +117,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "inspect":
         return _inspect(args.module)

@@ -26,7 +26,7 @@ def inspect_module(path: Path) -> tuple[str, bool]:
     engine = WasmEngine("public")
     raw = path.read_bytes()
     try:
-        wasm = wasmtime.wat2wasm(raw.decode()) if path.suffix == ".wat" else raw
+        wasm = bytes(wasmtime.wat2wasm(raw.decode())) if path.suffix == ".wat" else raw
         module = engine.compile(wasm)
     except (wasmtime.WasmtimeError, UnicodeDecodeError) as error:
         return f"{path}: not a valid WebAssembly module: {str(error).strip().splitlines()[0]}", False
@@ -54,7 +54,8 @@ def inspect_module(path: Path) -> tuple[str, bool]:
     lines += [f"callbacks: {', '.join(callbacks) or 'none'}",
               f"allocator: {allocator or 'none (host imports that return data will fail)'}",
               f"start function: {start}",
-              f"function id: {'reported by proxy_get_id' if 'proxy_get_id' in exports else 'the file stem: ' + path.stem}"]
+              "function id: " + ("reported by proxy_get_id" if "proxy_get_id" in exports
+                                 else f"the file stem: {path.stem}")]
     runs = not problems and "memory" in exports
     if "memory" not in exports:
         problems.append("the module exports no memory")

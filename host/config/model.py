@@ -12,7 +12,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -41,7 +41,7 @@ class ServerConfig(_Model):
     listen: str = "127.0.0.1:2045"
     admin: str = "127.0.0.1:34998"
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical"] = "info"
-    cache_dir: Optional[str] = None  # compiled-module cache; default: $XDG_CACHE_HOME/wasm-faas
+    cache_dir: str | None = None  # compiled-module cache; default: $XDG_CACHE_HOME/wasm-faas
     invoke_timeout_ms: int = Field(3000, gt=0)  # proxy_invoke_service: wait for the target, run it
     acquire_timeout_ms: int = Field(10000, gt=0)  # an HTTP request waiting for a free instance
     request_timeout_ms: int = Field(60000, gt=0)  # the whole request (waiting + guest + its calls) -> 504
@@ -50,7 +50,7 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)  # larger request bodies answer 413
     max_header_bytes: int = Field(8190, gt=0)  # one header line / field; larger answers 400
     max_headers: int = Field(100, gt=0)  # header count; more answers 400
-    admin_token: Optional[str] = None  # when set, the admin API (not the health probes) needs this bearer token
+    admin_token: str | None = None  # when set, the admin API (not the health probes) needs this bearer token
     admin_allow_any_path: bool = False  # /wasm/install may only load modules inside functions_dirs
     watch: bool = True  # deploy, update and remove functions when files in functions_dirs change
     watch_debounce_ms: int = Field(300, ge=0)  # quiet time after the last write before a reload
@@ -68,44 +68,44 @@ class FilterConfig(_Model):
     """A proxy-wasm filter in front of a function (auth, header rewriting, rate limiting...)."""
 
     path: str
-    name: Optional[str] = None
-    plugin_config: Union[str, dict[str, Any]] = ""
+    name: str | None = None
+    plugin_config: str | dict[str, Any] = ""
     plugin_config_encoding: Literal["json", "proxy-wasm-map"] = "json"
-    vm_config: Union[str, dict[str, Any]] = ""
+    vm_config: str | dict[str, Any] = ""
     root_id: str = ""
     vm_id: str = ""
 
 
 class FunctionConfig(_Model):
-    name: Optional[str] = None  # defaults to the table key (or the file stem)
-    path: Optional[str] = None  # defaults to <functions_dir>/<key>.wasm when found there
-    instance_num: Optional[int] = None  # <= 0: one per CPU; None: [function_defaults]
-    md5: Optional[str] = None
+    name: str | None = None  # defaults to the table key (or the file stem)
+    path: str | None = None  # defaults to <functions_dir>/<key>.wasm when found there
+    instance_num: int | None = None  # <= 0: one per CPU; None: [function_defaults]
+    md5: str | None = None
     engine: Literal["wasmtime", "wasmer"] = "wasmtime"  # both run on this host's engine
-    plugin_config: Union[str, dict[str, Any]] = ""
+    plugin_config: str | dict[str, Any] = ""
     # How a table plugin_config reaches the guest (buffer 7): JSON (Envoy-style SDKs) or a serialized
     # proxy-wasm map (what Layotto hands its functions; used for Layotto config.json items).
     plugin_config_encoding: Literal["json", "proxy-wasm-map"] = "json"
-    vm_config: Union[str, dict[str, Any]] = ""
+    vm_config: str | dict[str, Any] = ""
     root_id: str = ""
     vm_id: str = ""
-    timeout_ms: Optional[int] = Field(None, gt=0)
-    memory_limit_mb: Optional[int] = Field(None, gt=0)
-    max_queue: Optional[int] = Field(None, ge=0)
+    timeout_ms: int | None = Field(None, gt=0)
+    memory_limit_mb: int | None = Field(None, gt=0)
+    max_queue: int | None = Field(None, ge=0)
     # Capabilities: None allows all; a list allows only those names (others answer InternalFailure).
-    allowed_state_stores: Optional[list[str]] = None
-    allowed_invoke_targets: Optional[list[str]] = None
-    allowed_upstreams: Optional[list[str]] = None
-    allowed_pubsubs: Optional[list[str]] = None
-    allowed_lock_stores: Optional[list[str]] = None
-    allowed_sequencers: Optional[list[str]] = None
-    allowed_configuration_stores: Optional[list[str]] = None
-    fuel: Optional[int] = Field(None, gt=0)  # wasm instructions per request (needs server.fuel_metering)
+    allowed_state_stores: list[str] | None = None
+    allowed_invoke_targets: list[str] | None = None
+    allowed_upstreams: list[str] | None = None
+    allowed_pubsubs: list[str] | None = None
+    allowed_lock_stores: list[str] | None = None
+    allowed_sequencers: list[str] | None = None
+    allowed_configuration_stores: list[str] | None = None
+    fuel: int | None = Field(None, gt=0)  # wasm instructions per request (needs server.fuel_metering)
     filters: list[FilterConfig] = []  # request callbacks run through these in order, then the function
 
     @field_validator("md5")
     @classmethod
-    def _md5_hex(cls, value: Optional[str]) -> Optional[str]:
+    def _md5_hex(cls, value: str | None) -> str | None:
         if value is not None and (len(value) != 32 or any(c not in "0123456789abcdefABCDEF" for c in value)):
             raise ValueError("expected 32 hex digits")
         return value.lower() if value else value
@@ -145,7 +145,7 @@ class HostConfig(_Model):
         return (Path(self.base_dir) / os.path.expanduser(path)).resolve()
 
 
-def load_config(path: Optional[Path] = None) -> HostConfig:
+def load_config(path: Path | None = None) -> HostConfig:
     """Load a .toml (native) or .json (Layotto) file; no path means the embedded quickstart."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     try:

@@ -10,7 +10,6 @@ import tempfile
 import threading
 from importlib.metadata import version
 from pathlib import Path
-from typing import Optional
 
 import wasmtime
 
@@ -29,7 +28,7 @@ def default_cache_dir() -> Path:
 class ModuleCache:
     """Loads modules by content: memory first, then the disk artifact, else compiles and stores."""
 
-    def __init__(self, engine: WasmEngine, directory: Optional[Path] = None):
+    def __init__(self, engine: WasmEngine, directory: Path | None = None):
         self.engine = engine
         self.directory = Path(directory) if directory else default_cache_dir()
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -37,7 +36,7 @@ class ModuleCache:
         fuel = "/fuel" if engine.fuel_metering else ""
         self._fingerprint = f"wasmtime-{version('wasmtime')}/epoch/static-memory{fuel}".encode()
         # Recently loaded modules by key; pools keep the ones in use alive, this only saves reloads.
-        self._loaded: "collections.OrderedDict[str, wasmtime.Module]" = collections.OrderedDict()
+        self._loaded: collections.OrderedDict[str, wasmtime.Module] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.compiled = 0  # counters, read by tests and the admin API
         self.disk_hits = 0
@@ -71,7 +70,7 @@ class ModuleCache:
                 self._loaded.popitem(last=False)
         return module
 
-    def _from_disk(self, path: Path) -> Optional[wasmtime.Module]:
+    def _from_disk(self, path: Path) -> wasmtime.Module | None:
         if not path.exists():
             return None
         try:

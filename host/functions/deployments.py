@@ -51,7 +51,7 @@ class Deployment:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def describe(self) -> dict[str, Any]:
-        info = self.version.describe() if self.version else {"source": str(self.path)}
+        info: dict[str, Any] = self.version.describe() if self.version else {"source": str(self.path)}
         info.update({"last_reload": {"outcome": str(self.last_outcome), "error": self.last_error,
                                      "at": self.last_change}, "reloads": self.reloads})
         return info

@@ -150,7 +150,7 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
 
 
 def _release(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmVM]) -> None:
-    for pool, member in zip(version.filter_pools, filters):
+    for pool, member in zip(version.filter_pools, filters, strict=False):
         pool.release(member)
     version.pool.release(vm)
 
@@ -221,7 +221,8 @@ class Dispatcher:
         try:
             if version.policy.inline:
                 return _run(version, vm, filters, request, inline=True)
-            return await self.threads.run(_run, version, vm, filters, request, False)  # type: ignore[no-any-return]
+            answer: HttpResponse = await self.threads.run(_run, version, vm, filters, request, False)
+            return answer
         except _InlineOverrun:
             pass  # demoted: replayed below in a guest thread, on a fresh instance
         finally:
@@ -239,7 +240,7 @@ class Dispatcher:
             for pool in version.filter_pools:
                 filters.append(await pool.acquire(self.acquire_timeout_s))
         except BaseException as error:
-            for pool, member in zip(version.filter_pools, filters):
+            for pool, member in zip(version.filter_pools, filters, strict=False):
                 pool.release(member)
             version.pool.release(vm)
             if isinstance(error, (PoolTimeout, PoolClosed, PoolDown)):
@@ -276,7 +277,7 @@ class Dispatcher:
                 for pool in version.filter_pools:
                     filters.append(pool.acquire_blocking(self.invoke_timeout_s, held=held))
             except BaseException:
-                for pool, member in zip(version.filter_pools, filters):
+                for pool, member in zip(version.filter_pools, filters, strict=False):
                     pool.release(member)
                 version.pool.release(vm)
                 raise

@@ -12,7 +12,8 @@ import collections
 import concurrent.futures
 import logging
 import threading
-from typing import Callable, Collection, Optional, Protocol, Union
+from collections.abc import Callable, Collection
+from typing import Protocol
 
 from abi.vm import ProxyWasmVM
 
@@ -58,10 +59,10 @@ class _Job:
         self.future: asyncio.Future = loop.create_future()
         self.work = work
         self.started = False
-        self.timer: Optional[asyncio.TimerHandle] = None
+        self.timer: asyncio.TimerHandle | None = None
 
 
-_Waiter = Union[_LoopWaiter, concurrent.futures.Future, _Job]
+_Waiter = _LoopWaiter | concurrent.futures.Future | _Job
 
 
 class InstancePool:
@@ -70,7 +71,7 @@ class InstancePool:
         self.name = name
         self.size = size
         self.max_queue = max_queue
-        self.down_reason: Optional[str] = None  # set when replacements cannot be started
+        self.down_reason: str | None = None  # set when replacements cannot be started
         self._factory = factory
         self._background = background
         self._lock = threading.Lock()
@@ -104,7 +105,7 @@ class InstancePool:
             self.add(vm)
 
     # -- acquiring ----------------------------------------------------------------------------
-    def try_acquire(self) -> Optional[ProxyWasmVM]:
+    def try_acquire(self) -> ProxyWasmVM | None:
         """An idle instance, or None (also for a retired pool: callers then wait and learn why)."""
         with self._lock:
             return None if self.closed else self._take_idle()
@@ -120,7 +121,7 @@ class InstancePool:
             self._waiters.append(waiter)
         try:
             return await asyncio.wait_for(waiter[1], timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._forget(waiter)
             raise PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s") from None
         except BaseException:  # the client went away
@@ -147,7 +148,7 @@ class InstancePool:
                     raise PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s") from None
             return waiter.result()  # handed over just as we gave up: use it
 
-    def _take_idle(self) -> Optional[ProxyWasmVM]:
+    def _take_idle(self) -> ProxyWasmVM | None:
         """Lock held: an idle instance, now busy, or None; raises PoolClosed for a retired pool."""
         if self.closed:
             raise PoolClosed(self.name)
@@ -180,7 +181,7 @@ class InstancePool:
         if not job.future.done():
             job.future.set_exception(PoolTimeout(f"no free instance of {self.name} within {queue_timeout:.1f}s"))
 
-    def _run_jobs(self, vm: ProxyWasmVM, job: Optional[_Job]) -> None:
+    def _run_jobs(self, vm: ProxyWasmVM, job: _Job | None) -> None:
         """In a guest thread: run the job, then the next queued ones on the same instance."""
         while job is not None:
             try:
@@ -191,12 +192,12 @@ class InstancePool:
                 job.loop.call_soon_threadsafe(_settle, job, result, None)
             job = self._next_job(vm)
 
-    def _next_job(self, vm: ProxyWasmVM) -> Optional[_Job]:
+    def _next_job(self, vm: ProxyWasmVM) -> _Job | None:
         if not vm.broken:
             with self._lock:
                 if not self.closed and self._instances <= self.size:
-                    while self._waiters and isinstance(self._waiters[0], _Job):
-                        job = self._waiters.popleft()
+                    while self._waiters and isinstance(job := self._waiters[0], _Job):
+                        self._waiters.popleft()
                         if not job.future.done():  # not timed out, client still there
                             job.started = True
                             return job
@@ -348,7 +349,7 @@ def _fail_waiter(waiter: _Waiter, error: Exception) -> None:
         loop.call_soon_threadsafe(_fail_with, future, error)
 
 
-def _settle(job: _Job, result: object, error: Optional[BaseException]) -> None:
+def _settle(job: _Job, result: object, error: BaseException | None) -> None:
     """On the loop: the job ran; drop its queue timer and hand over the outcome."""
     if job.timer is not None:
         job.timer.cancel()

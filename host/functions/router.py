@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Optional
 
 from host.functions.version import FunctionVersion
 
@@ -14,7 +13,7 @@ class Router:
         self._lock = threading.Lock()
         self._routes: dict[str, tuple[FunctionVersion, ...]] = {}
 
-    def pick(self, function_id: str) -> Optional[FunctionVersion]:
+    def pick(self, function_id: str) -> FunctionVersion | None:
         versions = self._routes.get(function_id)  # a tuple, replaced atomically: no lock on the hot path
         if not versions:
             return None
@@ -24,7 +23,7 @@ class Router:
         with self._lock:
             self._routes[version.function_id] = self._routes.get(version.function_id, ()) + (version,)
 
-    def replace(self, old: Optional[FunctionVersion], new: Optional[FunctionVersion]) -> None:
+    def replace(self, old: FunctionVersion | None, new: FunctionVersion | None) -> None:
         """Swap one version for another in one step: no request sees neither (ids may differ)."""
         with self._lock:
             routes = dict(self._routes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Optional
 
 from pydantic import ValidationError
 
@@ -20,7 +19,7 @@ def is_module(path: Path) -> bool:
     return path.suffix in MODULE_SUFFIXES and not path.name.startswith(".")
 
 
-def module_for_settings(path: Path) -> Optional[Path]:
+def module_for_settings(path: Path) -> Path | None:
     """The module a settings file belongs to (`x.toml` -> `x.wasm` or `x.wat`), if present."""
     for suffix in MODULE_SUFFIXES:
         candidate = path.with_suffix(suffix)
@@ -57,7 +56,7 @@ def explicit_entries(config: HostConfig) -> dict[Path, tuple[str, FunctionConfig
     return entries
 
 
-def _find_in_folders(config: HostConfig, key: str) -> Optional[Path]:
+def _find_in_folders(config: HostConfig, key: str) -> Path | None:
     for folder in watched_folders(config):
         for suffix in MODULE_SUFFIXES:
             candidate = folder / f"{key}{suffix}"

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from abi import PluginSettings
 from abi.maps import encode_map
@@ -28,16 +28,16 @@ class FunctionSpec:
     path: Path
     instance_num: int
     timeout_s: float
-    md5: Optional[str] = None
+    md5: str | None = None
     plugin_config: bytes = b""
     vm_config: bytes = b""
     root_id: str = ""
     vm_id: str = ""
-    memory_limit_bytes: Optional[int] = None
+    memory_limit_bytes: int | None = None
     max_queue: int = 256
     allow_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)  # allow-list setting -> names
-    fuel: Optional[int] = None
-    filters: tuple["FunctionSpec", ...] = ()
+    fuel: int | None = None
+    filters: tuple[FunctionSpec, ...] = ()
 
     def plugin_settings(self) -> PluginSettings:
         """What each instance of this function (or filter) starts with."""
@@ -51,7 +51,7 @@ def _allow_lists(item: FunctionConfig) -> dict[str, tuple[str, ...]]:
     return {name: tuple(names) for name, names in lists.items() if names is not None}
 
 
-def _config_bytes(value: Union[str, dict[str, Any]], encoding: str = "json") -> bytes:
+def _config_bytes(value: str | dict[str, Any], encoding: str = "json") -> bytes:
     if isinstance(value, str):
         return value.encode()
     if encoding == "proxy-wasm-map":
@@ -59,7 +59,7 @@ def _config_bytes(value: Union[str, dict[str, Any]], encoding: str = "json") -> 
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-def spec_for(config: HostConfig, path: Path, override: Optional[FunctionConfig] = None) -> FunctionSpec:
+def spec_for(config: HostConfig, path: Path, override: FunctionConfig | None = None) -> FunctionSpec:
     """Settings for the module at `path`: defaults < settings file < config entry < `override`."""
     path = path.resolve()
     key, explicit = explicit_entries(config).get(path, (path.stem, FunctionConfig()))
@@ -73,7 +73,8 @@ def spec_for(config: HostConfig, path: Path, override: Optional[FunctionConfig] 
     memory_mb = item.memory_limit_mb or defaults.memory_limit_mb
     return FunctionSpec(
         name=item.name or key, path=path, instance_num=instances, timeout_s=timeout_s, md5=item.md5,
-        plugin_config=_config_bytes(item.plugin_config, item.plugin_config_encoding), vm_config=_config_bytes(item.vm_config),
+        plugin_config=_config_bytes(item.plugin_config, item.plugin_config_encoding),
+        vm_config=_config_bytes(item.vm_config),
         root_id=item.root_id, vm_id=item.vm_id, memory_limit_bytes=memory_mb * 1024 * 1024,
         max_queue=item.max_queue if item.max_queue is not None else defaults.max_queue,
         allow_lists=_allow_lists(item), fuel=_fuel(config, item, key),
@@ -85,7 +86,7 @@ def instance_count(configured: int) -> int:
     return configured if configured > 0 else (os.cpu_count() or 1)
 
 
-def _fuel(config: HostConfig, item: FunctionConfig, key: str) -> Optional[int]:
+def _fuel(config: HostConfig, item: FunctionConfig, key: str) -> int | None:
     if item.fuel is not None and not config.server.fuel_metering:
         raise DeployError(f"functions.{key}.fuel needs server.fuel_metering = true")
     return item.fuel

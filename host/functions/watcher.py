@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Optional
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from host.functions.deployments import Deployments
 from host.functions.sources import SETTINGS_SUFFIX, is_module, module_for_settings
@@ -28,7 +28,7 @@ SETTLE_S = 0.02  # after close-after-write or a rename: the file is complete; on
 class _Events(FileSystemEventHandler):
     """Runs in the watchdog thread: hand every relevant path to the loop."""
 
-    def __init__(self, watcher: "FunctionWatcher"):
+    def __init__(self, watcher: FunctionWatcher):
         self.watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -49,9 +49,9 @@ class FunctionWatcher:
         self.deployments = deployments
         self.folders = folders
         self.debounce_s = debounce_s
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: dict[Path, asyncio.TimerHandle] = {}
-        self._observer: Optional[Observer] = None
+        self._observer: BaseObserver | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def start(self) -> None:

@@ -20,14 +20,13 @@ import collections
 import http
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Awaitable, Callable, Optional, Union
 
 import httptools
 
 from abi.maps import first_value
-
 from host.http.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -39,9 +38,9 @@ class Request:
     target: str  # path and query string, as sent
     headers: list[tuple[str, str]]  # names in lower case, in the order received
     body: bytes
-    peer: Optional[tuple]  # (address, port) of the client
+    peer: tuple | None  # (address, port) of the client
 
-    def header(self, name: str) -> Optional[str]:
+    def header(self, name: str) -> str | None:
         """The first value of header `name` (lower case), or None."""
         return first_value(self.headers, name)
 
@@ -54,13 +53,13 @@ class Response:
     content_type: str = "application/octet-stream"  # sent when `headers` has no content-type
 
 
-def error_response(status: int, message: str, *, function: Optional[str] = None,
-                   headers: Optional[dict[str, str]] = None) -> Response:
+def error_response(status: int, message: str, *, function: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
     """A JSON error answer naming what went wrong (and the function, when there is one)."""
     return Response(status, error_body(message, function), list((headers or {}).items()), "application/json")
 
 
-Handler = Callable[[Request], Union[Response, Awaitable[Response]]]
+Handler = Callable[[Request], Response | Awaitable[Response]]
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class Limits:
 class _Reject(Exception):
     """A request the server answers itself (400, 413) before closing the connection."""
 
-    def __init__(self, status: int, message: str, function: Optional[str] = None):
+    def __init__(self, status: int, message: str, function: str | None = None):
         super().__init__(message)
         self.status = status
         self.function = function
@@ -145,9 +144,9 @@ class HttpServer:
         self.connections: set[HttpConnection] = set()
         self.closing = False
         self.clock = _Clock()
-        self._server: Optional[asyncio.AbstractServer] = None
-        self._sweeper: Optional[asyncio.TimerHandle] = None
-        self._idle_event: Optional[asyncio.Event] = None
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._idle_event: asyncio.Event | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen (SO_REUSEPORT, so several worker processes can share the port); the bound port."""
@@ -203,7 +202,7 @@ class HttpServer:
         if self.in_flight:
             try:
                 await asyncio.wait_for(self._idle_event.wait(), grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 finished = False
         for connection in list(self.connections):
             connection.abort()
@@ -217,19 +216,19 @@ class HttpConnection(asyncio.Protocol):
         self.server = server
         self.limits = server.limits
         self.loop = asyncio.get_running_loop()
-        self.transport: Optional[asyncio.Transport] = None
+        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.peer: Optional[tuple] = None
+        self.peer: tuple | None = None
         self.busy = False  # a request is being handled
         self.last_active = self.loop.time()
         self._queue: collections.deque[tuple[Request, bool]] = collections.deque()
-        self._task: Optional[asyncio.Task] = None
+        self._task: asyncio.Task | None = None
         self._reading_paused = False
         self._writing_paused = False  # the transport's buffer is full: the client is not reading
         self._in_message = False
-        self.reading_since: Optional[float] = None  # when the request being read began
+        self.reading_since: float | None = None  # when the request being read began
         self._rejected = False  # a request was refused: nothing more is parsed on this connection
-        self._pending_reject: Optional[_Reject] = None  # sent once the request in progress is answered
+        self._pending_reject: _Reject | None = None  # sent once the request in progress is answered
         self._discarding = 0  # bytes still to read (and drop) after a refusal, before closing
         self._target = b""
         self._headers: list[tuple[str, str]] = []
@@ -243,7 +242,7 @@ class HttpConnection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         self.server.connections.add(self)
 
-    def connection_lost(self, exc: Optional[Exception]) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.transport = None
         self._queue.clear()
@@ -368,7 +367,7 @@ class HttpConnection(asyncio.Protocol):
             else:
                 self.transport.resume_reading()
 
-    def _too_large(self, content_length: Optional[int]) -> _Reject:
+    def _too_large(self, content_length: int | None) -> _Reject:
         """A 413; the rest of the body (when its length is known) is read and dropped before closing."""
         self._discarding = content_length - self._body_size if content_length is not None else _DISCARD_LIMIT
         function = next((value for name, value in self._headers if name == "id"), None)

@@ -20,7 +20,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from host.config import HostConfig, validate_config
 
@@ -40,7 +40,7 @@ def write_atomically(path: Path, data: Any) -> None:
     os.replace(tmp.name, path)
 
 
-def read_json(path: Path) -> Optional[dict]:
+def read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -63,7 +63,7 @@ class WorkerRole:
     supervisor_pid: int
 
     @classmethod
-    def load(cls, directory: Path, index: int) -> tuple["WorkerRole", HostConfig]:
+    def load(cls, directory: Path, index: int) -> tuple[WorkerRole, HostConfig]:
         data = read_json(directory / CLUSTER_FILE)
         if data is None:
             raise RuntimeError(f"no readable {CLUSTER_FILE} in {directory}")
@@ -78,12 +78,12 @@ class WorkerRole:
         return self.index == 0
 
     # -- registration -----------------------------------------------------------------------------
-    def register(self, state: str, admin_port: int, listen_port: Optional[int] = None) -> None:
+    def register(self, state: str, admin_port: int, listen_port: int | None = None) -> None:
         write_atomically(registration_path(self.directory, self.index),
                          {"index": self.index, "pid": os.getpid(), "state": state, "admin_port": admin_port,
                           "listen_port": listen_port})
 
-    def peers(self) -> list[tuple[int, Optional[dict]]]:
+    def peers(self) -> list[tuple[int, dict | None]]:
         """Every other worker's index and registration (None: not registered, e.g. restarting)."""
         return [(i, read_json(registration_path(self.directory, i))) for i in range(self.count) if i != self.index]
 

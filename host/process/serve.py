@@ -20,7 +20,6 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 from aiohttp import web
 
@@ -48,8 +47,8 @@ class RunningServer:
     listener: HttpServer
     listen_port: int
     admin_port: int
-    watcher: Optional[FunctionWatcher] = None
-    role: Optional[WorkerRole] = None
+    watcher: FunctionWatcher | None = None
+    role: WorkerRole | None = None
     _stopped: bool = field(default=False, repr=False)
 
     async def stop(self) -> None:
@@ -94,12 +93,13 @@ async def _serve(app: web.Application, address: str,
         await runner.cleanup()
         raise
     server = site._server  # the bound socket tells the real port when 0 was asked for
-    bound = server.sockets[0].getsockname()[1] if server and server.sockets else port  # type: ignore[union-attr]
+    sockets = getattr(server, "sockets", None)
+    bound = sockets[0].getsockname()[1] if sockets else port
     return runner, bound
 
 
-async def start_server(config: HostConfig, *, engine_backend: Optional[str] = None,
-                       role: Optional[WorkerRole] = None) -> RunningServer:
+async def start_server(config: HostConfig, *, engine_backend: str | None = None,
+                       role: WorkerRole | None = None) -> RunningServer:
     app = App(config, engine_backend=engine_backend)
     admin_runners: list[web.BaseRunner] = []
     try:
@@ -122,8 +122,8 @@ async def start_server(config: HostConfig, *, engine_backend: Optional[str] = No
         listener = create_function_server(app.dispatcher, config.server)
         listen_port = await listener.start(*split_address(config.server.listen))
     except BaseException:
-        for runner in reversed(admin_runners):
-            await runner.cleanup()
+        for started in reversed(admin_runners):
+            await started.cleanup()
         await app.stop()
         raise
     watcher = None
@@ -145,7 +145,7 @@ async def _supervisor_gone(role: WorkerRole, stop: asyncio.Event) -> None:
             stop.set()
 
 
-async def serve_forever(config: HostConfig, role: Optional[WorkerRole] = None) -> None:
+async def serve_forever(config: HostConfig, role: WorkerRole | None = None) -> None:
     server = await start_server(config, role=role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -167,7 +167,7 @@ async def serve_forever(config: HostConfig, role: Optional[WorkerRole] = None) -
         shutil.rmtree(role.directory, ignore_errors=True)  # the supervisor cannot clean up any more
 
 
-def run(config: HostConfig, role: Optional[WorkerRole] = None) -> None:
+def run(config: HostConfig, role: WorkerRole | None = None) -> None:
     try:
         import uvloop
 

@@ -32,10 +32,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-from host.process.cluster import SERVING, read_json, registration_path, write_cluster_file
 from host.config import HostConfig, split_address
+from host.process.cluster import SERVING, read_json, registration_path, write_cluster_file
 
 log = logging.getLogger("host.supervisor")
 
@@ -80,22 +79,22 @@ def reserve(address: str) -> tuple[socket.socket, str]:
 @dataclass
 class _Worker:
     index: int
-    process: Optional[subprocess.Popen] = None
+    process: subprocess.Popen | None = None
     started: float = 0.0
     ready: bool = False  # this process registered as serving
     served: bool = False  # some process in this slot has served (start-up is over for the slot)
     quick_deaths: int = 0
-    restart_at: Optional[float] = None
+    restart_at: float | None = None
 
 
 class Supervisor:
-    def __init__(self, config: HostConfig, workers: Optional[int] = None):
+    def __init__(self, config: HostConfig, workers: int | None = None):
         self.config = config
         self.count = workers or config.server.workers
-        self.directory: Optional[Path] = None
+        self.directory: Path | None = None
         self.workers = [_Worker(i) for i in range(self.count)]
         self._reserved: list[socket.socket] = []
-        self._stop_signal: Optional[int] = None
+        self._stop_signal: int | None = None
 
     # -- entry point --------------------------------------------------------------------------------
     def run(self) -> int:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import grpc
 
 from abi.maps import HeaderList
-from abi.services import (GrpcClose, GrpcInitialMetadata, GrpcMessage, GrpcSink, GrpcTrailingMetadata,
-                          ServiceError)
+from abi.services import GrpcClose, GrpcInitialMetadata, GrpcMessage, GrpcSink, GrpcTrailingMetadata, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ class GrpcUpstreams:
         return name in self.targets
 
     def call(self, upstream: str, service: str, method: str, metadata: HeaderList, message: bytes,
-             timeout_s: float, sink: GrpcSink) -> "_UnaryCall":
+             timeout_s: float, sink: GrpcSink) -> _UnaryCall:
         rpc = self._channel(upstream).unary_unary(_path(service, method), request_serializer=None,
                                                   response_deserializer=None)
         try:
@@ -47,7 +46,7 @@ class GrpcUpstreams:
         future.add_done_callback(call.finished)
         return call
 
-    def stream(self, upstream: str, service: str, method: str, metadata: HeaderList, sink: GrpcSink) -> "_Stream":
+    def stream(self, upstream: str, service: str, method: str, metadata: HeaderList, sink: GrpcSink) -> _Stream:
         rpc = self._channel(upstream).stream_stream(_path(service, method), request_serializer=None,
                                                     response_deserializer=None)
         outbox = _Outbox()
@@ -113,7 +112,7 @@ class _Outbox:
     """The request iterator grpcio reads a stream's messages from; None ends it."""
 
     def __init__(self) -> None:
-        self._queue: "queue.SimpleQueue[Optional[bytes]]" = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
 
     def put(self, message: bytes) -> None:
         self._queue.put(message)

@@ -8,7 +8,6 @@ import concurrent.futures
 import logging
 import socket
 import urllib.parse
-from typing import Optional
 
 import aiohttp
 
@@ -23,8 +22,8 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "cont
 class HttpUpstreams:
     def __init__(self, upstreams: dict[str, str]):
         self.upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._session: Optional[aiohttp.ClientSession] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -42,7 +41,7 @@ class HttpUpstreams:
         return {f"upstream:{name}": _reachable(url) for name, url in self.upstreams.items()}
 
     def dispatch(self, upstream: str, headers: HeaderList, body: bytes, trailers: HeaderList,
-                 timeout_s: float) -> "concurrent.futures.Future[HttpCallResult]":
+                 timeout_s: float) -> concurrent.futures.Future[HttpCallResult]:
         if self._loop is None:
             future: concurrent.futures.Future = concurrent.futures.Future()
             future.set_result(HttpCallResult(0, [], b"", error="upstreams not started"))
@@ -63,7 +62,7 @@ class HttpUpstreams:
                 response_headers = [(":status", str(response.status))] + [
                     (k.lower(), v) for k, v in response.headers.items()]
                 return HttpCallResult(response.status, response_headers, payload)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return HttpCallResult(0, [], b"", error=f"timeout after {timeout_s:g}s calling {upstream}")
         except aiohttp.ClientError as error:
             return HttpCallResult(0, [], b"", error=f"{upstream}: {error}")

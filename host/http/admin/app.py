@@ -1,6 +1,7 @@
-"""The admin listener: actuator health (Layotto's INIT/UP/DOWN), function listings, and Layotto's
-admin API (host/http/admin/layotto.py: `POST /wasm/install`, `/wasm/update`, `/wasm/uninstall`: 200 with an empty body, or 500
-with `{"error": ...}`). Everything but the health probes may require a bearer token.
+"""The admin listener: actuator health (Layotto's INIT/UP/DOWN) and info, function listings, and
+Layotto's admin API (host/http/admin/layotto.py: `POST /wasm/install`, `/wasm/update`,
+`/wasm/uninstall`: 200 with an empty body, or 500 with `{"error": ...}`). Everything but the health
+probes may require a bearer token.
 
 With `serve --workers N`, every worker answers for itself on a private loopback admin port, and
 worker 0's public admin port speaks for all of them: readiness is UP only when every worker is UP,
@@ -14,7 +15,8 @@ import asyncio
 import hmac
 import logging
 import os
-from typing import Any, Awaitable, Callable, Iterable, Optional
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -55,8 +57,8 @@ def _unanswered(answer: PeerAnswer) -> dict[str, Any]:
             "error": answer.error_text()}
 
 
-def create_admin_app(app: App, *, worker: Optional[WorkerRole] = None,
-                     peers: Optional[Peers] = None) -> web.Application:
+def create_admin_app(app: App, *, worker: WorkerRole | None = None,
+                     peers: Peers | None = None) -> web.Application:
     """The admin API of `app`; as worker 0's public admin (`peers` given), it speaks for all workers."""
     layotto = LayottoAdmin(app)
 
@@ -77,7 +79,7 @@ def create_admin_app(app: App, *, worker: Optional[WorkerRole] = None,
     def local_versions(key: str) -> list[dict]:
         return [d.describe() for d in app.deployments.matching(key)]
 
-    async def local_call(action: str, raw: bytes) -> Optional[str]:
+    async def local_call(action: str, raw: bytes) -> str | None:
         """Apply one Layotto admin call here; the refusal reason, or None."""
         try:
             body = layotto.parse(raw)
@@ -105,7 +107,7 @@ def create_admin_app(app: App, *, worker: Optional[WorkerRole] = None,
                     workers.append(entry)
                 else:
                     workers.append(_unanswered(answer))
-            status = _combined_status(w["status"] for w in workers)
+            status = _combined_status(str(w["status"]) for w in workers)
             details = {**details, "workers": workers}
         return web.json_response({"status": status, "details": details}, status=200 if status == Status.UP else 503)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 
@@ -24,10 +24,10 @@ APPLY_TIMEOUT_S = 120.0
 @dataclass
 class PeerAnswer:
     index: int
-    pid: Optional[int]
-    status: Optional[int] = None  # HTTP status; None when the worker could not be asked
+    pid: int | None
+    status: int | None = None  # HTTP status; None when the worker could not be asked
     body: Any = None  # the parsed JSON answer (or None)
-    error: Optional[str] = None  # why there is no answer
+    error: str | None = None  # why there is no answer
     registered: bool = True
 
     def error_text(self) -> str:
@@ -40,10 +40,10 @@ class PeerAnswer:
 
 
 class Peers:
-    def __init__(self, role: WorkerRole, token: Optional[str]):
+    def __init__(self, role: WorkerRole, token: str | None):
         self.role = role
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._session: Optional[aiohttp.ClientSession] = None
+        self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -60,13 +60,13 @@ class Peers:
     async def post(self, path: str, body: bytes) -> list[PeerAnswer]:
         return await self._all("POST", path, body, APPLY_TIMEOUT_S)
 
-    async def _all(self, method: str, path: str, body: Optional[bytes], timeout: float) -> list[PeerAnswer]:
+    async def _all(self, method: str, path: str, body: bytes | None, timeout: float) -> list[PeerAnswer]:
         calls = [self._one(index, registration, method, path, body, timeout)
                  for index, registration in self.role.peers()]
         return list(await asyncio.gather(*calls))
 
-    async def _one(self, index: int, registration: Optional[dict], method: str, path: str,
-                   body: Optional[bytes], timeout: float) -> PeerAnswer:
+    async def _one(self, index: int, registration: dict | None, method: str, path: str,
+                   body: bytes | None, timeout: float) -> PeerAnswer:
         if registration is None or not registration.get("admin_port"):
             return PeerAnswer(index, None, error=f"worker {index} is not running (starting or restarting)",
                               registered=False)
@@ -78,7 +78,7 @@ class Peers:
                                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 answer.status = response.status
                 text = await response.text()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
             answer.error = f"worker {index} did not answer: {error!r}"
             return answer
         if text:
