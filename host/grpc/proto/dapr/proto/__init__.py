@@ -1,0 +1,1 @@
+"""Dapr's `dapr.proto.*` proto packages (generated modules)."""

@@ -1,0 +1,1 @@
+"""Dapr's `dapr.proto.common.*` proto packages (generated modules)."""

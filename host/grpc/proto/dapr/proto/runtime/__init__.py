@@ -1,0 +1,1 @@
+"""Dapr's `dapr.proto.runtime.*` proto packages (generated modules)."""

@@ -1,0 +1,1 @@
+"""Dapr's `dapr.proto.runtime.v1`: the `Dapr`, `AppCallback`, `AppCallbackHealthCheck` services (generated)."""

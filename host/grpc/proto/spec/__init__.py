@@ -1,0 +1,1 @@
+"""Layotto's `spec.*` proto packages (generated modules)."""

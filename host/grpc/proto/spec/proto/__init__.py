@@ -1,0 +1,1 @@
+"""Layotto's `spec.proto.*` proto packages (generated modules)."""

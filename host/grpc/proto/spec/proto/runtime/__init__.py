@@ -1,0 +1,1 @@
+"""Layotto's `spec.proto.runtime.*` proto packages (generated modules)."""
