@@ -10,6 +10,7 @@ import redis
 
 from host.config import load_config
 from tests.conftest import ENGINE_BACKENDS, EXAMPLES, IN_CI, functions_dir, make_config
+from tests.services import unique_prefix
 
 
 def _redis_or_skip() -> redis.Redis:
@@ -39,12 +40,23 @@ async def test_demo_body_instead_of_query(serve, tmp_path: Path) -> None:
     assert (status, body) == (200, b"There are 100 inventories for book1.")
 
 
-@pytest.mark.redis
-async def test_demo_with_redis(serve, tmp_path: Path) -> None:
+@pytest.fixture
+def redis_prefix():
+    """A key prefix of this test's own (the store's literal `key_prefix`); its keys are deleted after."""
     r = _redis_or_skip()
-    r.set("book1", "100")
-    r.set("faas-test-book", "7")
-    config = make_config(tmp_path, EXAMPLES, state={"state_demo": {"type": "redis", "address": "127.0.0.1:6379"}})
+    prefix = unique_prefix("demo")
+    yield r, prefix
+    for key in r.scan_iter(f"{prefix}||*"):
+        r.delete(key)
+
+
+@pytest.mark.redis
+async def test_demo_with_redis(serve, tmp_path: Path, redis_prefix) -> None:
+    r, prefix = redis_prefix
+    r.set(f"{prefix}||book1", "100")  # a plain string, as `redis-cli set book1 100` writes it
+    r.set(f"{prefix}||faas-test-book", "7")
+    config = make_config(tmp_path, EXAMPLES, state={"state_demo": {"type": "redis", "address": "127.0.0.1:6379",
+                                                                   "key_prefix": prefix}})
     client = await serve(config)
     status, _, body = await client.call("id_1", "/?name=book1")
     assert (status, body) == (200, b"There are 100 inventories for book1.")
@@ -53,10 +65,10 @@ async def test_demo_with_redis(serve, tmp_path: Path) -> None:
 
 
 @pytest.mark.redis
-async def test_layotto_config_json(serve, tmp_path: Path) -> None:
+async def test_layotto_config_json(serve, tmp_path: Path, redis_prefix) -> None:
     """Layotto's own config.json shape runs the demo unchanged (functions, instance_num, redis store)."""
-    r = _redis_or_skip()
-    r.set("book1", "100")
+    r, prefix = redis_prefix
+    r.set(f"{prefix}||book1", "100")
     folder = functions_dir(tmp_path, EXAMPLES / "function_1.wasm", EXAMPLES / "function_2.wasm")
     layotto = json.loads((Path(__file__).parent.parent / "configs" / "layotto.json").read_text())
     stream_filter = layotto["servers"][0]["listeners"][0]["stream_filters"][0]["config"]
@@ -65,6 +77,8 @@ async def test_layotto_config_json(serve, tmp_path: Path) -> None:
     import hashlib
     stream_filter["function2"]["vm_config"]["md5"] = hashlib.md5((folder / "function_2.wasm").read_bytes()).hexdigest()
     layotto["servers"][0]["listeners"][0]["address"] = "127.0.0.1:0"
+    grpc_config = layotto["servers"][0]["listeners"][1]["filter_chains"][0]["filters"][0]["config"]["grpc_config"]
+    grpc_config["state"]["state_demo"]["metadata"]["keyPrefix"] = prefix  # Layotto's own metadata key
     path = tmp_path / "config.json"
     path.write_text(json.dumps(layotto))
     config = load_config(path)

@@ -80,6 +80,8 @@ class Deployments:
         """(Re)deploy the module at `path`; on failure the previous version keeps serving."""
         record = self._record(path)
         async with record.lock:
+            if self.records.get(record.path) is not record:  # removed while this waited for its lock:
+                return await self.deploy(path, override)  # deploy it afresh, under the path's new record
             if override is not None:
                 record.override = override
             try:
@@ -119,7 +121,8 @@ class Deployments:
                 log.info("function %s undeployed (%s removed)", record.version.function_id, record.path.name)
             record.version = None
             record._settle(Outcome.REMOVED)
-        self.records.pop(record.path, None)
+            # Under the lock: a deploy of the same path waiting for it then sees the record is gone.
+            self.records.pop(record.path, None)
         return record
 
     async def resize(self, record: Deployment, instance_num: int) -> None:

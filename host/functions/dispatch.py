@@ -22,6 +22,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from time import perf_counter
+from typing import TypeVar
+
+from prometheus_client import CollectorRegistry
 
 from abi import GuestTrap, HttpRequest, HttpResponse
 from abi.chain import run_chain
@@ -30,8 +34,12 @@ from host.functions.pool import PoolClosed, PoolDown, PoolTimeout, PoolWouldDead
 from host.functions.router import Router
 from host.functions.threads import GuestThreads
 from host.functions.version import FunctionVersion
+from host.logs import REQUEST_SCOPE, next_request_number  # issue 14: log lines name their request
+from host.metrics import RequestMetrics  # issue 14: per-function request metrics
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 INLINE_DEADLINE_S = 0.01  # epoch ticks of 10 ms: an inline overrun stalls the loop for 10-20 ms, once
 RETRIES_ACROSS_RELOADS = 3
@@ -42,6 +50,7 @@ class DispatchError(Exception):
     points answer with; the other entry points map the subclass."""
 
     status = 500
+    kind = "host"  # the metrics' error kind (wasm_faas_errors_total{kind})
 
     def __init__(self, message: str, function_id: str = "", retry_after: str | None = None):
         super().__init__(message)
@@ -51,30 +60,35 @@ class DispatchError(Exception):
 
 class FunctionNotFound(DispatchError):
     status = 404
+    kind = "not_found"
 
 
 class FunctionUnavailable(DispatchError):
     """Busy (queue full, no instance in time), down (instances cannot start) or being replaced."""
 
     status = 503
+    kind = "busy"
 
 
 class CallCycle(DispatchError):
     """Every instance is held by the calling chain itself (A invoking A): waiting cannot help."""
 
     status = 508
+    kind = "cycle"
 
 
 class RequestTimedOut(DispatchError):
     status = 504
+    kind = "timeout"
 
 
 class GuestFailed(DispatchError):
     """The guest trapped (500), or ran past its deadline or fuel budget (504)."""
 
-    def __init__(self, message: str, function_id: str, status: int):
+    def __init__(self, message: str, function_id: str, status: int, kind: str = "trap"):
         super().__init__(message, function_id)
         self.status = status
+        self.kind = kind  # trap, deadline or fuel
 
 
 class HostFailed(DispatchError):
@@ -95,15 +109,19 @@ CHAIN = _CallChain()
 
 def _unavailable(version: FunctionVersion, error: Exception) -> FunctionUnavailable:
     retry_after = "5" if isinstance(error, PoolDown) else "1"
-    return FunctionUnavailable(str(error), version.function_id, retry_after)
+    unavailable = FunctionUnavailable(str(error), version.function_id, retry_after)
+    if isinstance(error, PoolDown):
+        unavailable.kind = "down"
+    return unavailable
 
 
 def _failed(version: FunctionVersion, trap: GuestTrap) -> GuestFailed:
     function_id = version.function_id
     if trap.out_of_fuel:
-        return GuestFailed(f"function {function_id!r} used up its fuel budget", function_id, 504)
+        return GuestFailed(f"function {function_id!r} used up its fuel budget", function_id, 504, "fuel")
     if trap.interrupted:
-        return GuestFailed(f"function {function_id!r} exceeded its {version.timeout_s:g}s deadline", function_id, 504)
+        return GuestFailed(f"function {function_id!r} exceeded its {version.timeout_s:g}s deadline", function_id, 504,
+                           "deadline")
     return GuestFailed(f"function {function_id!r} trapped: {trap}", function_id, 500)
 
 
@@ -123,6 +141,7 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
     # time excludes waits for the GIL). A run that really stalls the loop is cut by its deadline.
     clock = time.thread_time_ns
     started = clock()
+    scope = REQUEST_SCOPE.set((version.function_id, request, next_request_number()))
     try:
         response = run_chain(chain, request, INLINE_DEADLINE_S if inline else version.timeout_s)
     except GuestTrap as trap:
@@ -144,6 +163,7 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
                          version.function_id) from None
     finally:
         del held[len(held) - len(chain):]
+        REQUEST_SCOPE.reset(scope)
     version.policy.observe(clock() - started)
     version.stats.record(response.status < 500)
     return response
@@ -157,7 +177,9 @@ def _release(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyW
 
 class Dispatcher:
     def __init__(self, router: Router, threads: GuestThreads, *, acquire_timeout_s: float,
-                 request_timeout_s: float, invoke_timeout_s: float, max_invoke_depth: int):
+                 request_timeout_s: float, invoke_timeout_s: float, max_invoke_depth: int,
+                 metrics: RequestMetrics | None = None):
+        self.metrics = metrics if metrics is not None else RequestMetrics(CollectorRegistry())
         self.router = router
         self.threads = threads
         self.acquire_timeout_s = acquire_timeout_s
@@ -168,6 +190,7 @@ class Dispatcher:
     def find(self, function_id: str) -> FunctionVersion:
         version = self.router.pick(function_id)
         if version is None:
+            self.metrics.unknown.inc()
             raise FunctionNotFound(f"unknown function id {function_id!r}", function_id)
         return version
 
@@ -187,15 +210,31 @@ class Dispatcher:
         vm = version.pool.try_acquire()
         if vm is None:
             return None
+        started = perf_counter()
         try:
-            return _run(version, vm, (), request, inline=True)
+            response = _run(version, vm, (), request, inline=True)
         except _InlineOverrun:
             return None  # demoted: `call` replays it in a guest thread
+        except DispatchError as error:
+            self.metrics.of(version.function_id).refused(error, perf_counter() - started)
+            raise
         finally:
             version.pool.release(vm)
+        self.metrics.of(version.function_id).answered(response.status, perf_counter() - started)
+        return response
 
     async def call(self, version: FunctionVersion, request: HttpRequest) -> HttpResponse:
         """Run `request` on the function, waiting for an instance; bounded by the request timeout."""
+        started = perf_counter()
+        try:
+            response = await self._call(version, request)
+        except DispatchError as error:
+            self.metrics.of(version.function_id).refused(error, perf_counter() - started)
+            raise
+        self.metrics.of(version.function_id).answered(response.status, perf_counter() - started)
+        return response
+
+    async def _call(self, version: FunctionVersion, request: HttpRequest) -> HttpResponse:
         try:
             async with asyncio.timeout(self.request_timeout_s):
                 for _ in range(RETRIES_ACROSS_RELOADS):
@@ -218,16 +257,30 @@ class Dispatcher:
             except (PoolTimeout, PoolDown) as error:
                 raise _unavailable(version, error) from None
         vm, filters = await self._acquire(version)
+        if not version.policy.inline:
+            return await self._in_thread(version, vm, filters, _run, version, vm, filters, request, False)
         try:
-            if version.policy.inline:
-                return _run(version, vm, filters, request, inline=True)
-            answer: HttpResponse = await self.threads.run(_run, version, vm, filters, request, False)
-            return answer
+            return _run(version, vm, filters, request, inline=True)
         except _InlineOverrun:
             pass  # demoted: replayed below in a guest thread, on a fresh instance
         finally:
             _release(version, vm, filters)
         return await self._call_version(version, request)
+
+    async def _in_thread(self, version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmVM],
+                         work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` in a guest thread on instances acquired here. They go back when the guest is
+        done — also when the caller stops waiting (a request timeout, a client gone): an instance
+        a guest still runs on must never be handed to another request."""
+        job = self.threads.start(work, *args)
+        try:
+            result: T = await asyncio.shield(job)
+            return result
+        finally:
+            if job.done():
+                _release(version, vm, filters)
+            else:
+                job.add_done_callback(lambda done: _release_when_done(done, version, vm, filters))
 
     async def _acquire(self, version: FunctionVersion) -> tuple[ProxyWasmVM, list[ProxyWasmVM]]:
         """An instance of the function and one of each of its filters; all or none."""
@@ -256,15 +309,23 @@ class Dispatcher:
         except (PoolTimeout, PoolClosed, PoolDown) as error:
             log.warning("function %s: background callback dropped: %s", version.function_id, error)
             return
-        try:
-            await self.threads.run(_run_root, version, vm, work)
-        finally:
-            version.pool.release(vm)
+        await self._in_thread(version, vm, (), _run_root, version, vm, work)
 
     # -- from guest threads ----------------------------------------------------------------------
     def call_blocking(self, function_id: str, request: HttpRequest) -> HttpResponse:
         """Run `request` on a function from a guest thread (a nested call): waits up to the invoke
         timeout, fails at once on a call cycle, and bounds the depth of nested calls."""
+        started = perf_counter()
+        try:
+            response = self._call_blocking(function_id, request)
+        except DispatchError as error:
+            if self.router.pick(function_id) is not None:  # a guest-chosen id must not create series
+                self.metrics.of(function_id).refused(error, perf_counter() - started)
+            raise
+        self.metrics.of(function_id).answered(response.status, perf_counter() - started)
+        return response
+
+    def _call_blocking(self, function_id: str, request: HttpRequest) -> HttpResponse:
         held = CHAIN.held
         if len(held) >= self.max_invoke_depth:
             raise CallCycle(f"invoke depth limit {self.max_invoke_depth} reached calling {function_id!r}",
@@ -289,6 +350,13 @@ class Dispatcher:
             return _run(version, vm, filters, request, inline=False)
         finally:
             _release(version, vm, filters)
+
+
+def _release_when_done(job: asyncio.Future[object], version: FunctionVersion, vm: ProxyWasmVM,
+                       filters: Sequence[ProxyWasmVM]) -> None:
+    if not job.cancelled():
+        job.exception()  # retrieved: the caller that would have seen it is gone
+    _release(version, vm, filters)
 
 
 def _run_root(version: FunctionVersion, vm: ProxyWasmVM, work: Callable[[ProxyWasmVM], None]) -> None:

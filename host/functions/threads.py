@@ -27,13 +27,18 @@ class GuestThreads:
         self._name = name
         self._closed = False
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run `fn(*args)` in a guest thread and await its result (or exception)."""
+    def start(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run `fn(*args)` in a guest thread; the future gets its result (or exception). Cancelling
+        the future does not stop `fn`: nothing can interrupt a thread."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._ensure_thread()
         self._jobs.put((loop, future, fn, args))
-        return await future
+        return future
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` in a guest thread and await its result (or exception)."""
+        return await self.start(fn, *args)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Fire and forget (instance replacement, retirement): errors are the callee's to log."""
