@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from host.components._redis import check_address
 from host.components.registry import config_union
@@ -118,6 +118,22 @@ class FunctionDefaults(_Model):
     max_queue: int = Field(256, ge=0)  # requests waiting for a busy function; more -> 503 Retry-After
 
 
+class SubscriptionConfig(_Model):
+    """A function subscribed to a topic: each message reaches it as a request in the CloudEvents
+    HTTP binary binding; a 2xx acknowledges, anything else is redelivered with back-off, and after
+    `max_attempts` the message is parked in `dead_letter_topic` (when set) with the reason."""
+
+    function: str  # the function id the events go to
+    pubsub: str  # a configured [pubsub.<name>] component
+    topic: str = Field(min_length=1)
+    group: str = ""  # consumer group; default "<app_id>.<function>" (one per function: each gets every event)
+    dead_letter_topic: str = ""
+    max_attempts: int = Field(5, ge=1)
+    backoff_ms: int = Field(200, ge=0)  # the first redelivery's delay; doubles with each attempt
+    max_backoff_ms: int = Field(10_000, ge=0)
+    concurrency: int = Field(16, ge=1, le=1024)  # deliveries in flight at once
+
+
 class HostConfig(_Model):
     server: ServerConfig = ServerConfig()
     functions_dirs: list[str] = []
@@ -129,6 +145,7 @@ class HostConfig(_Model):
     lock: dict[str, config_union("lock")] = {}  # type: ignore[valid-type]
     sequencer: dict[str, config_union("sequencer")] = {}  # type: ignore[valid-type]
     configuration: dict[str, config_union("configuration")] = {}  # type: ignore[valid-type]
+    subscriptions: list[SubscriptionConfig] = []  # events into functions (host/events)
     upstreams: dict[str, str] = {}  # proxy_http_call targets: name -> base URL (http:// or https://)
     grpc_upstreams: dict[str, _Address] = {}  # proxy_grpc_call / proxy_grpc_stream targets: name -> HOST:PORT
     base_dir: str = "."  # relative paths are resolved against the config file's folder
@@ -140,6 +157,14 @@ class HostConfig(_Model):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"upstream {name!r}: expected an http:// or https:// URL, got {url!r}")
         return value
+
+    @model_validator(mode="after")
+    def _subscriptions_name_configured_pubsubs(self) -> HostConfig:
+        for index, subscription in enumerate(self.subscriptions):
+            if subscription.pubsub not in self.pubsub:
+                known = ", ".join(sorted(self.pubsub)) or "none configured"
+                raise ValueError(f"subscriptions[{index}]: unknown pubsub {subscription.pubsub!r} (known: {known})")
+        return self
 
     def resolve(self, path: str) -> Path:
         return (Path(self.base_dir) / os.path.expanduser(path)).resolve()
