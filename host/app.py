@@ -14,6 +14,7 @@ from host.components.health import HealthMonitor
 from host.components.upstreams.grpc import GrpcUpstreams
 from host.components.upstreams.http import HttpUpstreams
 from host.config import HostConfig
+from host.events.subscriptions import Events
 from host.functions.background import Background
 from host.functions.cache import ModuleCache
 from host.functions.deployer import Deployer
@@ -66,6 +67,7 @@ class App:
         self.deployments = Deployments(config, self.deployer, self.threads, self.router,
                                        self.background.version_deployed)
         self.health = HealthMonitor(self.threads, [self.components.health, self.upstreams.health])
+        self.events = Events(config.subscriptions, self.components, self.dispatcher)
 
     async def start(self) -> None:
         """Deploy every configured function (concurrently); readiness is UP only if all succeeded."""
@@ -80,6 +82,7 @@ class App:
             paths = []
         await asyncio.gather(*(self.deployments.deploy(path) for path in paths))
         await self.health.start()
+        self.events.start()
         self.status = Status.UP
         log.info("host ready (engine back-end %s): %d function(s) serving: %s", self.engine.backend,
                  len(self.router.ids()), ", ".join(self.router.ids()) or "none")
@@ -87,7 +90,7 @@ class App:
     def info(self) -> dict[str, Any]:
         """`/actuator/info`: this host's app id, components and engine back-end."""
         return {"app": {"id": self.config.app_id}, "engine_backend": self.engine.backend,
-                "components": self.components.info()}
+                "components": self.components.info(), "subscriptions": self.events.describe()}
 
     def failures(self) -> dict[str, str]:
         failed = self.deployments.failures()
@@ -107,6 +110,8 @@ class App:
 
     async def stop(self) -> None:
         """Stop in the reverse order of start; every step is bounded."""
+        # Deliveries in flight finish (their pools are still open); an unfinished one is redelivered later.
+        await self.events.stop(self.config.server.shutdown_grace_ms / 1000)
         self.health.stop()
         self.background.stop()
         await self.upstreams.close()

@@ -21,10 +21,7 @@ CAPABILITIES = ("state", "pubsub", "lock", "sequencer", "configuration")
 @functools.cache
 def backends(capability: str) -> dict[str, ModuleType]:
     """The backend modules of a capability by canonical type name, imported once."""
-    try:  # TEMP-PUBSUB
-        package = importlib.import_module(f"{__package__}.{capability}")
-    except ModuleNotFoundError:
-        return {}
+    package = importlib.import_module(f"{__package__}.{capability}")
     table: dict[str, str] = package.BACKENDS
     return {name: importlib.import_module(path) for name, path in table.items()}
 
@@ -39,8 +36,6 @@ def type_names(module: ModuleType) -> tuple[str, ...]:
 def config_union(capability: str) -> Any:
     """The pydantic type of one configured component of `capability`: a union tagged by `type`."""
     models = tuple(module.Config for module in backends(capability).values())
-    if not models:  # TEMP-PUBSUB
-        return dict
     if len(models) == 1:
         return models[0]
     return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - built at run time

@@ -1,8 +1,10 @@
 """A pool of started instances of one function: one request per instance at a time.
 
-HTTP requests acquire on the event loop (`acquire`, waiting on a loop future); nested
-`proxy_invoke_service` calls acquire from guest threads (`acquire_blocking`). Both wait in one
-FIFO. An instance released on the loop thread goes straight to the next loop waiter.
+Three kinds of waiter share one FIFO: requests acquiring on the event loop (`acquire`, a loop
+future), nested calls acquiring from guest threads (`acquire_blocking`, a concurrent future), and
+requests queued to run in a guest thread (`submit`, a `_Job`: whichever thread frees an instance
+runs the next job on it in place). An instance released on the loop thread goes straight to the
+next loop waiter.
 """
 
 from __future__ import annotations

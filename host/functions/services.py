@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from abi.services import BadRequest, Conflict, ServiceError, StateEntry, UnknownName
 from host.components.catalog import Components
 from host.components.errors import ComponentError, EtagInvalid, EtagMismatch, InvalidRequest
+from host.components.pubsub.cloudevents import envelope
 from host.components.state import DeleteItem, StateItem
 
 T = TypeVar("T")
@@ -72,8 +73,6 @@ class PubSubForFunctions(_Capability):
     def publish(self, pubsub: str, topic: str, data: bytes, content_type: str) -> None:
         if not topic:
             raise BadRequest("empty topic")
-        from host.components.pubsub.cloudevents import envelope  # TEMP-PUBSUB
-
         event = envelope(data, content_type, topic=topic, pubsub_name=pubsub, source=self.components.app_id)
         self.call(pubsub, lambda p: p.publish(topic, event))
 

@@ -1,0 +1,1 @@
+"""Events into functions: pub/sub messages delivered to subscribed functions (host/events/delivery.py)."""

@@ -1,0 +1,172 @@
+"""Events into functions: one consumer per subscription pulls messages from its pub/sub component
+and delivers each to the function as a request in the CloudEvents HTTP binary binding, through the
+one call path (pools, limits and deadlines apply; a reload is followed to the new version).
+
+A 2xx acknowledges. Anything else (the function's answer, a trap, a deadline, no such function
+right now) is redelivered after a back-off that doubles with each attempt; after the last attempt
+the message is parked in the dead-letter topic (when there is one) with the reason and the number
+of attempts, then acknowledged. A message that is not a CloudEvent cannot succeed later: it goes
+to the dead-letter topic at once. Nothing is acknowledged before its outcome is known, so a host
+that stops or dies mid-delivery loses nothing: the backend redelivers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from abi import HttpRequest
+from host.components.errors import ComponentError, InvalidRequest
+from host.components.pubsub import Message, PubSub, Subscription
+from host.components.pubsub.cloudevents import parse
+from host.config import SubscriptionConfig
+from host.functions.dispatch import Dispatcher, DispatchError
+
+log = logging.getLogger(__name__)
+
+FETCH_WAIT_S = 0.5  # how long one fetch blocks: also how quickly a consumer notices it must stop
+RETRY_BROKEN_BACKEND_S = 1.0
+_NOT_A_CLOUDEVENT = 0  # "status" of a message that can never be delivered
+
+
+@dataclass
+class SubscriptionStats:
+    delivered: int = 0
+    redelivered: int = 0
+    dead_lettered: int = 0
+    last_error: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, name: str, error: str = "") -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+            if error:
+                self.last_error = error
+
+
+class Subscriber:
+    """The consumer of one subscription: a thread that fetches, and deliveries on the event loop."""
+
+    def __init__(self, spec: SubscriptionConfig, pubsub: PubSub, dispatcher: Dispatcher, app_id: str, index: int):
+        self.spec = spec
+        self.pubsub = pubsub
+        self.dispatcher = dispatcher
+        self.group = spec.group or f"{app_id}.{spec.function}"
+        self.consumer = f"{app_id}-{os.getpid()}-{index}"
+        self.stats = SubscriptionStats()
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._consume, name=f"events-{self.spec.function}", daemon=True)
+        self._thread.start()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop fetching; deliveries in flight finish (or are redelivered later), bounded by `grace_s`."""
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, grace_s)
+
+    def describe(self) -> dict[str, Any]:
+        spec = self.spec
+        return {"function": spec.function, "pubsub": spec.pubsub, "topic": spec.topic, "group": self.group,
+                "dead_letter_topic": spec.dead_letter_topic or None, "max_attempts": spec.max_attempts,
+                "delivered": self.stats.delivered, "redelivered": self.stats.redelivered,
+                "dead_lettered": self.stats.dead_lettered, "last_error": self.stats.last_error or None}
+
+    # -- in the consumer thread ----------------------------------------------------------------------
+    def _consume(self) -> None:
+        subscription: Subscription | None = None
+        while not self._stop.is_set():
+            try:
+                if subscription is None:
+                    subscription = self.pubsub.subscribe(self.spec.topic, self.group, self.consumer)
+                messages = subscription.fetch(self.spec.concurrency, FETCH_WAIT_S)
+            except ComponentError as error:
+                self.stats.last_error = str(error)
+                log.warning("subscription %s/%s -> %s: %s", self.spec.pubsub, self.spec.topic, self.spec.function,
+                            error)
+                self._stop.wait(RETRY_BROKEN_BACKEND_S)
+                continue
+            if messages:
+                self._deliver_batch(subscription, messages)
+        if subscription is not None:
+            try:
+                subscription.close()
+            except ComponentError as error:
+                log.warning("closing subscription %s/%s: %s", self.spec.pubsub, self.spec.topic, error)
+
+    def _deliver_batch(self, subscription: Subscription, messages: list[Message]) -> None:
+        assert self._loop is not None
+        futures = [asyncio.run_coroutine_threadsafe(self._deliver(message), self._loop) for message in messages]
+        for message, future in zip(messages, futures, strict=True):
+            try:
+                status, reason = future.result()
+            except (concurrent.futures.CancelledError, RuntimeError) as error:  # the loop is shutting down
+                status, reason = 503, f"not delivered: {error!r}"
+            try:
+                self._settle(subscription, message, status, reason)
+            except ComponentError as error:  # unacked: the backend redelivers it
+                log.warning("subscription %s/%s: settling message %s failed: %s", self.spec.pubsub, self.spec.topic,
+                            message.id, error)
+
+    def _settle(self, subscription: Subscription, message: Message, status: int, reason: str) -> None:
+        spec = self.spec
+        if 200 <= status < 300:
+            subscription.ack(message)
+            self.stats.count("delivered")
+            return
+        if status != _NOT_A_CLOUDEVENT and message.attempt < spec.max_attempts:
+            delay_s = min(spec.backoff_ms * 2 ** (message.attempt - 1), spec.max_backoff_ms) / 1000
+            subscription.nack(message, delay_s)
+            self.stats.count("redelivered", reason)
+            log.info("event %s to %s failed (attempt %d of %d): %s; redelivered in %.2fs", message.id,
+                     spec.function, message.attempt, spec.max_attempts, reason, delay_s)
+            return
+        if spec.dead_letter_topic:
+            self.pubsub.publish(spec.dead_letter_topic, _dead_letter(message, reason),
+                                {"deadletter.reason": reason, "deadletter.attempts": str(message.attempt),
+                                 "deadletter.topic": spec.topic})
+        subscription.ack(message)
+        self.stats.count("dead_lettered", reason)
+        log.warning("event %s to %s given up after %d attempt(s): %s%s", message.id, spec.function, message.attempt,
+                    reason, f"; parked in {spec.dead_letter_topic!r}" if spec.dead_letter_topic else "; dropped")
+
+    # -- on the event loop -----------------------------------------------------------------------------
+    async def _deliver(self, message: Message) -> tuple[int, str]:
+        try:
+            event = parse(message.data)
+        except InvalidRequest as error:
+            return _NOT_A_CLOUDEVENT, f"not a CloudEvent: {error}"
+        request = HttpRequest.build("POST", f"/{self.spec.topic}", event.binary_headers(), event.data,
+                                    authority="events")
+        try:
+            version = self.dispatcher.find(self.spec.function)
+            response = await self.dispatcher.call(version, request)
+        except DispatchError as error:
+            return error.status, str(error)
+        except Exception as error:  # noqa: BLE001 - a host bug must not stop the consumer
+            log.exception("delivering event %s to %s", message.id, self.spec.function)
+            return 500, f"host error: {error!r}"
+        body = response.body[:200].decode("utf-8", "replace").strip()
+        return response.status, f"function answered HTTP {response.status}" + (f": {body}" if body else "")
+
+
+def _dead_letter(message: Message, reason: str) -> bytes:
+    """The original event with the reason and attempt count as CloudEvents extension attributes."""
+    try:
+        event = json.loads(message.data)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        return message.data
+    event.update({"deadletterreason": reason, "deadletterattempts": message.attempt})
+    return json.dumps(event, separators=(",", ":")).encode()
