@@ -4,7 +4,8 @@ As in Envoy's filter manager, each step (request headers, then body, then traile
 every instance before the next step starts; response steps run in reverse order. Every instance has
 its own stream context, but they share the request and response being built, so a filter can
 rewrite headers and bodies on the way. A local response, a closed stream, or a Pause with nothing
-pending stops the chain: the client gets what was produced.
+pending stops the chain: the client gets what was produced. The response's status is what the guest
+gave; whether it can be sent is the listener's to decide (host/http/protocol.py `serialize`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _run(streams: list[tuple[ProxyWasmVM, StreamState]], steps: list[tuple[str, 
     return True
 
 
-def _local_response(streams: list[tuple[ProxyWasmVM, StreamState]]):
+def _local_response(streams: list[tuple[ProxyWasmVM, StreamState]]) -> HttpResponse | None:
     for _, stream in streams:
         if stream.local_response is not None:
             return stream.local_response
@@ -76,7 +77,14 @@ def _final_response(streams: list[tuple[ProxyWasmVM, StreamState]]) -> HttpRespo
     response = stream.response
     response.body = bytes(stream.response_body)
     status_header = [v for k, v in response.headers if k == ":status"]
-    if status_header and status_header[-1].isdigit():
-        response.status = int(status_header[-1])
+    if status_header:
+        response.status = _status(status_header[-1])
     response.headers = [(k, v) for k, v in response.headers if not k.startswith(":")]
     return response
+
+
+def _status(value: str) -> int:
+    """A `:status` the guest set, as a number; 0 (which the listener refuses) when it is not one.
+    ASCII digits only: str.isdigit also takes '²' and other digits int() refuses."""
+    value = value.strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 9 else 0

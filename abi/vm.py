@@ -15,6 +15,7 @@ import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import wasmtime
 
@@ -45,6 +46,11 @@ class PluginSettings:
     # (abi/imports/_registry.py `refused`).
     allow_lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fuel_per_request: int | None = None  # wasm instructions a request may run (needs fuel metering)
+    # Envoy-shaped properties (abi/properties.py): this host's `node` ({id, cluster, metadata}), read as
+    # node.* at any time, and the route's (the function's) properties — route_name, cluster_name,
+    # route_metadata, cluster_metadata and configured extras — read during a request, as in Envoy.
+    node: dict[str, Any] = field(default_factory=dict)
+    route_properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -69,12 +75,15 @@ class ProxyWasmVM:
     """A started plugin instance. Not thread-safe: one request at a time (the pool guarantees it)."""
 
     def __init__(self, engine: WasmEngine, linker: HostLinker, module: wasmtime.Module,
-                 settings: PluginSettings, services: HostServices):
+                 settings: PluginSettings, services: HostServices, start_deadline_s: float = 10.0):
         self.settings = settings
         self.services = services
         self.log = services.logger
         self.function_id = settings.name
-        self.guest: Guest = engine.instantiate(linker, module, self, memory_limit_bytes=settings.memory_limit_bytes)
+        # When what runs now must end (monotonic seconds): a guest sleeping in poll_oneoff wakes by then.
+        self.deadline_at = 0.0
+        self.guest: Guest = engine.instantiate(linker, module, self, memory_limit_bytes=settings.memory_limit_bytes,
+                                               start_deadline_s=start_deadline_s)
         self.call_data = bytearray()
         self.properties: dict[str, bytes] = {}  # set by the guest outside a stream
         self.stream: StreamState | None = None
@@ -192,6 +201,7 @@ class ProxyWasmVM:
         return time.monotonic() + deadline_s
 
     def _set_deadline(self, seconds: float) -> None:
+        self.deadline_at = time.monotonic() + seconds
         self.guest.set_deadline(max(1, math.ceil(seconds / EPOCH_TICK_SECONDS)) + 1)
 
     # -- one request -------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import logging
 from typing import Any
 
 from abi import HostServices, WasmEngine, all_host_functions
+from host.api import RuntimeApi
+from host.api.foreign import ForeignRuntimeApi
 from host.components.catalog import Components
 from host.components.health import HealthMonitor
 from host.components.upstreams.grpc import GrpcUpstreams
@@ -26,6 +28,9 @@ from host.functions.router import Router
 from host.functions.services import runtime_services
 from host.functions.sources import discover
 from host.functions.threads import GuestThreads
+from host.functions.version import FunctionVersion
+from host.metrics import HostMetrics
+from host.metrics.counted_deployments import CountedDeployments
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,7 @@ class App:
         server = config.server
         self.status = Status.INIT
         self.startup_error: str | None = None
+        self.metrics = HostMetrics()  # GET /metrics (issue 14); one registry per App
         self.components = Components(
             {"state": config.state, "pubsub": config.pubsub, "lock": config.lock, "sequencer": config.sequencer,
              "configuration": config.configuration}, app_id=config.app_id, base_dir=config.resolve("."))
@@ -55,19 +61,27 @@ class App:
         self.dispatcher = Dispatcher(self.router, self.threads, acquire_timeout_s=server.acquire_timeout_ms / 1000,
                                      request_timeout_s=server.request_timeout_ms / 1000,
                                      invoke_timeout_s=server.invoke_timeout_ms / 1000,
-                                     max_invoke_depth=server.max_invoke_depth)
+                                     max_invoke_depth=server.max_invoke_depth, metrics=self.metrics.requests)
         self.background = Background(self.dispatcher)
         self.upstreams = HttpUpstreams(config.upstreams)
         self.grpc_upstreams = GrpcUpstreams(config.grpc_upstreams)
+        self.api = RuntimeApi(self.components, self.dispatcher)  # runtime API: host/grpc, host/http/dapr, guests
         self.services = HostServices(invoker=InProcessInvoker(self.dispatcher), http=self.upstreams,
                                      grpc=self.grpc_upstreams, logger=logging.getLogger("wasm.guest"),
-                                     **runtime_services(self.components))
+                                     runtime=ForeignRuntimeApi(self.api, self.components),
+                                     **runtime_services(self.components, self.metrics.runtime.for_api("function")))
         self.deployer = Deployer(self.engine, self.linker, self.cache, self.services, self.threads,
                                  self.background.run_in_background)
-        self.deployments = Deployments(config, self.deployer, self.threads, self.router,
-                                       self.background.version_deployed)
+        self.deployments: Deployments = CountedDeployments(config, self.deployer, self.threads, self.router,
+                                                           self._version_deployed, metrics=self.metrics.deploys)
+        self.metrics.watch(versions=self.router.versions, cache_stats=self.cache.stats,
+                           guest_metrics=self.services.metrics.snapshot)
         self.health = HealthMonitor(self.threads, [self.components.health, self.upstreams.health])
         self.events = Events(config.subscriptions, self.components, self.dispatcher)
+
+    def _version_deployed(self, version: FunctionVersion) -> None:
+        self.metrics.version_deployed(version)
+        self.background.version_deployed(version)
 
     async def start(self) -> None:
         """Deploy every configured function (concurrently); readiness is UP only if all succeeded."""

@@ -49,7 +49,8 @@ def functions_dir(tmp_path: Path, *modules: Path) -> Path:
 
 def make_config(tmp_path: Path, folder: Path | None = None, **sections: Any) -> HostConfig:
     raw: dict[str, Any] = {
-        "server": {"listen": "127.0.0.1:0", "admin": "127.0.0.1:0", "cache_dir": str(tmp_path / "cache")},
+        "server": {"listen": "127.0.0.1:0", "admin": "127.0.0.1:0", "grpc": "127.0.0.1:0", "dapr_http": "127.0.0.1:0",
+                   "cache_dir": str(tmp_path / "cache")},
         "functions_dirs": [str(folder)] if folder else [],
         "function_defaults": {"instance_num": 2},
         "state": {"state_demo": {"type": "memory", "seed": {"book1": "100"}}},

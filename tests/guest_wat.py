@@ -82,6 +82,9 @@ ENV: dict[str, tuple[str, bool]] = {
     "proxy_grpc_send": ("iiii", True),
     "proxy_grpc_cancel": ("i", True),
     "proxy_grpc_close": ("i", True),
+    # What emscripten-built modules import beside proxy-wasm (abi/imports/emscripten.py).
+    "pthread_equal": ("ii", True),
+    "emscripten_notify_memory_growth": ("i", False),
 }
 WASI: dict[str, tuple[str, bool]] = {
     "fd_write": ("iiii", True),
@@ -92,6 +95,24 @@ WASI: dict[str, tuple[str, bool]] = {
     "args_sizes_get": ("ii", True),
     "environ_sizes_get": ("ii", True),
     "proc_exit": ("i", False),
+    "fd_read": ("iiii", True),
+    "fd_close": ("i", True),
+    "fd_seek": ("iIii", True),
+    "fd_tell": ("ii", True),
+    "fd_pread": ("iiiIi", True),
+    "fd_pwrite": ("iiiIi", True),
+    "fd_filestat_get": ("ii", True),
+    "fd_prestat_get": ("ii", True),
+    "fd_prestat_dir_name": ("iii", True),
+    "fd_renumber": ("ii", True),
+    "fd_fdstat_set_flags": ("ii", True),
+    "path_open": ("iiiiiIIii", True),
+    "sock_recv": ("iiiiii", True),
+    "environ_get": ("ii", True),
+    "args_get": ("ii", True),
+    "poll_oneoff": ("iiii", True),
+    "proc_raise": ("i", True),
+    "sched_yield": ("", True),
 }
 SIGNATURES = {"env": ENV, "wasi_snapshot_preview1": WASI, "wasi_unstable": WASI}
 
@@ -151,8 +172,10 @@ def _wat_bytes(data: bytes) -> str:
 
 
 class WatGuest:
-    def __init__(self, pages: int = 1) -> None:
+    def __init__(self, pages: int = 1, *, zero_alloc_traps: bool = False) -> None:
         self.pages = pages
+        # Like the Go and TinyGo SDKs' allocators: a request for 0 bytes traps.
+        self.zero_alloc_traps = zero_alloc_traps
         self._strings: dict[bytes, int] = {}
         self._next = STRINGS
         self._imports: dict[tuple[str, str], None] = {}
@@ -196,6 +219,7 @@ class WatGuest:
             imported = name.partition("#")[0]  # "name#variant": another signature of the same import
             imports.append(f'  (import "{module}" "{imported}" (func ${module}.{name} (param {kinds}){results}))')
         data = [f'  (data (i32.const {addr}) "{_wat_bytes(value)}")' for value, addr in self._strings.items()]
+        zero_check = "\n    (if (i32.eqz (local.get $n)) (then (unreachable)))" if self.zero_alloc_traps else ""
         funcs = []
         for name, body in callbacks.items():
             params, result = CALLBACKS[name]
@@ -210,7 +234,7 @@ class WatGuest:
             f"  (global $heap (mut i32) (i32.const {HEAP}))",
             f"  (global $out (mut i32) (i32.const {RESULTS}))",
             f"""  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
-    (local $p i32)
+    (local $p i32){zero_check}
     (local.set $p (global.get $heap))
     (if (i32.gt_u (i32.add (local.get $p) (local.get $n)) (i32.const {self.pages * PAGE}))
       (then (return (i32.const 0))))

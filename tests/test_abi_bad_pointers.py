@@ -17,6 +17,7 @@ import pytest
 from abi.imports import (
     buffers,
     calls,
+    emscripten,
     grpc_calls,
     header_maps,
     invoke,
@@ -29,7 +30,19 @@ from abi.imports import (
     stream_control,
 )
 from tests.conftest import ENGINE_BACKENDS, EXAMPLES, functions_dir, make_config
-from tests.guest_wat import PAGE, RET_PTR, RET_SIZE, U32_A, U32_B, U64, Results, WatGuest, serialize_map, write_guest
+from tests.guest_wat import (
+    PAGE,
+    RET_PTR,
+    RET_SIZE,
+    SIGNATURES,
+    U32_A,
+    U32_B,
+    U64,
+    Results,
+    WatGuest,
+    serialize_map,
+    write_guest,
+)
 
 BACKENDS = ENGINE_BACKENDS
 
@@ -172,6 +185,8 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
         ("proxy_record_metric", (99, 1), 1),
         ("proxy_grpc_cancel", (99,), 1),  # no call or stream 99: NotFound
         ("proxy_grpc_close", (99,), 1),
+        ("pthread_equal", (7, 7), 1),  # emscripten: the same thread id
+        ("emscripten_notify_memory_growth", (0,), 0),  # void: 0 records that it returned
         ("proxy_close_stream", (1,), 0),  # last: it ends the stream after this callback (Ok)
     ]
     for name, args, status in no_pointer:
@@ -183,13 +198,17 @@ def env_cases(g: WatGuest) -> tuple[list[tuple[str, str, tuple[Arg, ...]]], dict
 
 def implemented_env_imports() -> set[str]:
     groups = [logging_time, buffers, header_maps, properties, stream_control, state, invoke, runtime, shared_state,
-              metrics, calls, grpc_calls]
+              metrics, calls, grpc_calls, emscripten]
     return {f.name for group in groups for f in group.hostcall.functions}
 
 
 def calling_module(cases: list[tuple[str, str, tuple[Arg, ...]]], g: WatGuest, module: str = "env") -> str:
     """proxy_on_request_headers makes every call, records each status, then writes them as the body."""
-    body = "\n    ".join(f"(call $emit {g.call(name, *args, module=module)})" for _, name, args in cases)
+    def status(name: str, args: tuple[Arg, ...]) -> str:
+        call = g.call(name, *args, module=module)
+        return call if SIGNATURES[module][name][1] else f"(block (result i32) {call} (i32.const 0))"
+
+    body = "\n    ".join(f"(call $emit {status(name, args)})" for _, name, args in cases)
     return g.module(proxy_on_request_headers=f"{body}\n    (call $flush)\n    (i32.const 0)")
 
 

@@ -11,6 +11,7 @@ One `WasmEngine` per process, with one of three back-ends (the best available is
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -180,11 +181,13 @@ class WasmEngine:
         return HostLinker(self, functions)
 
     def instantiate(self, linker: HostLinker, module: wasmtime.Module, owner: Any,
-                    *, memory_limit_bytes: int | None = None) -> GuestBase:
+                    *, memory_limit_bytes: int | None = None, start_deadline_s: float = 10.0) -> GuestBase:
+        """A new instance in its own store. The module's start function (which runs inside
+        instantiation) is bounded by `start_deadline_s`; afterwards no deadline until a call sets one."""
         store = wasmtime.Store(self.engine)
         if memory_limit_bytes is not None:
             store.set_limits(memory_size=memory_limit_bytes)
-        store.set_epoch_deadline(1 << 62)  # no deadline until a call sets one
+        store.set_epoch_deadline(max(1, math.ceil(start_deadline_s / EPOCH_TICK_SECONDS)) + 1)
         if self.fuel_metering:
             store.set_fuel(UNLIMITED_FUEL)  # a metered store starts empty; budgets are set per request
         try:
@@ -192,6 +195,7 @@ class WasmEngine:
         except wasmtime.Trap as error:
             from abi.engine._guest import trap_from_wasmtime
             raise trap_from_wasmtime(error) from None
+        store.set_epoch_deadline(1 << 62)
         guest = self._guest_class(store, instance, owner)
         guest.may_hold_gil = self.guests_may_hold_gil and self.backend != "public"
         return guest

@@ -214,17 +214,24 @@ class GuestBase:
             raise error
 
 
+# What the ctypes and native back-ends' epoch callback ends a call past its deadline with: an error,
+# not a trap, so it carries no trap code; it is recognised as the error's root cause, exactly.
+DEADLINE_ERROR = "wasm trap: interrupt (deadline exceeded)"
+
+
 def trap_from_wasmtime(error: Exception) -> GuestTrap:
-    """Convert a wasmtime Trap/WasmtimeError into a GuestTrap, noting epoch interruptions."""
-    interrupted = out_of_fuel = False
-    text = str(error)
-    if isinstance(error, wasmtime.Trap):
-        interrupted = error.trap_code == wasmtime.TrapCode.INTERRUPT
-        out_of_fuel = error.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
-        text = error.message
+    """Convert a wasmtime Trap/WasmtimeError into a GuestTrap, noting epoch interruptions and fuel.
+
+    Whether the guest was interrupted or ran out of fuel comes from the trap code (or, for the epoch
+    callback's error, from its exact root cause) — never from words anywhere in the text: the text
+    also holds guest-chosen function names (the backtrace), so a guest could forge them.
+    """
+    text = error.message if isinstance(error, wasmtime.Trap) else str(error)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    # wasmtime puts the cause after the backtrace ("Caused by: ..."); keep the most specific line.
+    # wasmtime puts the cause after the backtrace ("Caused by: ..."): the last line is the root cause.
     message = lines[-1] if lines else type(error).__name__
-    if "interrupt" in text:
-        interrupted = True
-    return GuestTrap(message, interrupted=interrupted, out_of_fuel=out_of_fuel or "fuel" in text)
+    if isinstance(error, wasmtime.Trap):
+        code = error.trap_code
+        return GuestTrap(message, interrupted=code == wasmtime.TrapCode.INTERRUPT,
+                         out_of_fuel=code == wasmtime.TrapCode.OUT_OF_FUEL)
+    return GuestTrap(message, interrupted=message == DEADLINE_ERROR)

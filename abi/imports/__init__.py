@@ -6,6 +6,7 @@ from abi.engine import HostFunction
 from abi.imports import (
     buffers,
     calls,
+    emscripten,
     grpc_calls,
     header_maps,
     invoke,
@@ -22,7 +23,7 @@ from abi.imports import (
 
 def all_host_functions() -> list[HostFunction]:
     groups = [logging_time, buffers, header_maps, properties, stream_control, state, invoke, runtime, shared_state,
-              metrics, calls, grpc_calls]
+              metrics, calls, grpc_calls, emscripten]
     functions = [f for group in groups for f in group.hostcall.functions]
     return functions + wasi.functions()
 

@@ -3,11 +3,19 @@ proxy_get_status, proxy_call_foreign_function, and the tick timer."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from abi.codes import Status
 from abi.imports._registry import ImportGroup, refused
+from abi.imports.state import failed
 from abi.maps import decode_map
+from abi.services import ServiceError
+
+if TYPE_CHECKING:
+    from abi.vm import ProxyWasmVM
 
 hostcall = ImportGroup()
+RUNTIME_PREFIX = "runtime.v1."  # proxy_call_foreign_function names served by HostServices.runtime
 
 
 def _http_call(vm, upstream_ptr: int, upstream_size: int, headers_ptr: int, headers_size: int, body_ptr: int,
@@ -51,6 +59,8 @@ def proxy_call_foreign_function(vm, name_ptr: int, name_size: int, args_ptr: int
     name = vm.read_str(name_ptr, name_size)
     args = vm.guest.read(args_ptr, args_size)
     vm.guest.check_writable((ret_ptr_ptr, 4), (ret_size_ptr, 4))
+    if name.startswith(RUNTIME_PREFIX):  # the runtime API (abi/IMPORTS.md): the host parses the message
+        return _runtime_call(vm, name, args, ret_ptr_ptr, ret_size_ptr)
     function = vm.services.foreign_functions.get(name)
     if function is None:
         return Status.NOT_FOUND
@@ -59,6 +69,18 @@ def proxy_call_foreign_function(vm, name_ptr: int, name_size: int, args_ptr: int
     except ValueError as error:
         vm.log.info("function %s: foreign function %r refused its arguments: %s", vm.function_id, name, error)
         return Status.BAD_ARGUMENT
+    vm.return_bytes(result, ret_ptr_ptr, ret_size_ptr)
+    return Status.OK
+
+
+def _runtime_call(vm: ProxyWasmVM, name: str, args: bytes, ret_ptr_ptr: int, ret_size_ptr: int) -> int:
+    def permitted(allow_list: str, target: str) -> bool:
+        return not refused(vm, allow_list, target, name)
+
+    try:
+        result = vm.services.runtime.call(name[len(RUNTIME_PREFIX):], args, permitted)
+    except ServiceError as error:
+        return failed(vm, name, error)
     vm.return_bytes(result, ret_ptr_ptr, ret_size_ptr)
     return Status.OK
 

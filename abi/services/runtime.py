@@ -5,6 +5,7 @@ guest's thread (it may block, bounded by the backend's timeout)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,9 +50,11 @@ class ConfigurationAccess(Protocol):
 
 
 class ForeignRuntime(Protocol):
-    def call(self, method: str, request: bytes) -> bytes:
+    def call(self, method: str, request: bytes, permitted: Callable[[str, str], bool] | None = None) -> bytes:
         """The runtime API method `method` (e.g. "SaveState") on a serialized protobuf request;
-        the serialized response. Raises UnknownName for a method it does not serve."""
+        the serialized response. Raises UnknownName for a method it does not serve. The host
+        asks `permitted(allow_list, name)` (e.g. ("allowed_state_stores", "statestore")) about the
+        name the request carries; a refused name is answered as an unknown one (UnknownName)."""
 
 
 class Invoker(Protocol):

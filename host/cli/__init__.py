@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,16 @@ with the header `id: <function id>`.
   python -m host serve --workers 4               # 4 processes on one port, one admin API for all
   curl -H 'id: id_1' 'http://127.0.0.1:2045/?name=book1'
   python -m host inspect my_function.wasm        # will a module built elsewhere run here?
+
+Developer loop (wasm-faas COMMAND --help for each):
+  wasm-faas new hello --lang c && cd hello       # scaffold (c, rust, assemblyscript)
+  wasm-faas build                                # compile; errors as file:line:col
+  wasm-faas dev                                  # serve + rebuild on every save
+  wasm-faas invoke hello -d you                  # -> hello, you from hello
+  wasm-faas deploy build/hello.wasm --admin http://HOST:34998 --token T
+  wasm-faas ls | describe ID | rm ID | logs ID -f
+
+exit codes: 0 ok, 1 failed, 2 usage, 3 host unreachable, 4 no such function, 5 toolchain missing
 """
 
 
@@ -39,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin", metavar="HOST:PORT",
                        help="admin and actuator listener (default 127.0.0.1:34998)")
     serve.add_argument("--log-level", choices=["trace", "debug", "info", "warning", "error", "critical"])
+    serve.add_argument("--log-format", choices=["text", "json"],
+                       help="json: one object per line with function, request_id, trace_id (default: text)")
     serve.add_argument("--workers", type=_positive, metavar="N",
                        help="processes sharing the listen port (SO_REUSEPORT) under a supervisor; worker 0 "
                             "serves the admin port for all of them (default 1: a single process)")
@@ -50,7 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the module's proxy-wasm ABI version, its imports (and whether this host provides "
                     "each), its exports, and a verdict. Exits 1 when the module will not run here.")
     inspect.add_argument("module", type=Path, metavar="FILE.wasm", help="a .wasm (or .wat) module")
+    _add_developer_verbs(commands)
     return parser
+
+
+def _add_developer_verbs(commands: argparse._SubParsersAction) -> None:
+    """Issue 14's verbs (host/cli/<verb>.py); each sets `handler`."""
+    from host.cli import build, deploy, dev, invoke, logs, manage, new
+
+    for module in (new, build, dev, invoke, deploy, logs):
+        module.add_parser(commands)
+    manage.add_parsers(commands)
 
 
 def _inspect(path: Path) -> int:
@@ -74,22 +95,22 @@ def _positive(text: str) -> int:
     return value
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> HostConfig:
     config = load_config(args.config)
     overrides = config.model_dump()
     if args.functions:
         overrides["functions_dirs"] = [str(Path(d).resolve()) for d in args.functions]
-    for flag in ("listen", "admin", "log_level", "workers"):
+    for flag in ("listen", "admin", "log_level", "log_format", "workers"):
         value = getattr(args, flag)
         if value:
             overrides["server"][flag] = value
     return validate_config(overrides, "command line")
 
 
-def _configure_logging(config: HostConfig, prefix: str = "") -> None:
-    level = config.server.log_level.upper()
-    logging.basicConfig(level=5 if level == "TRACE" else getattr(logging, level),
-                        format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+def _configure_logging(config: HostConfig, worker: int | None = None) -> None:
+    from host.logs import configure_logging
+
+    configure_logging(config.server.log_level, config.server.log_format, worker=worker)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -105,7 +126,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     except (ConfigError, RuntimeError, KeyError, ValueError) as error:
         print(f"error: worker {args.worker_index}: {error}", file=sys.stderr)
         return 2
-    _configure_logging(config, f"[worker {role.index} pid {os.getpid()}] ")
+    _configure_logging(config, role.index)
     try:
         run(config, role)
     except Exception:  # noqa: BLE001 - reported on stderr; the supervisor sees the exit code
@@ -119,6 +140,10 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is not None:  # a developer verb
+        result: int = handler(args)
+        return result
     if args.command == "inspect":
         return _inspect(args.module)
     if args.cluster_dir is not None or args.worker_index is not None:

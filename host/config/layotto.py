@@ -71,6 +71,10 @@ def _grpc_config(config: dict[str, Any], grpc: dict[str, Any]) -> None:
     app = grpc.get("app") or {}
     if isinstance(app, dict) and isinstance(app.get("app_id"), str) and app["app_id"]:
         config["app_id"] = app["app_id"]
+    if isinstance(app, dict) and app.get("grpc_callback_port"):  # the app's Layotto AppCallback (runtime API)
+        host = app.get("grpc_callback_host") or "127.0.0.1"
+        config["server"]["app_callback"] = f"{host}:{app['grpc_callback_port']}"
+        config["server"]["app_callback_protocol"] = "layotto"
 
 
 def convert_layotto_config(raw: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -84,7 +88,10 @@ def convert_layotto_config(raw: dict[str, Any], path: Path) -> dict[str, Any]:
                     config["functions"][converted["name"]] = converted
         for chain in listener.get("filter_chains", []):
             for chain_filter in chain.get("filters", []):
-                _grpc_config(config, (chain_filter.get("config") or {}).get("grpc_config") or {})
+                filter_config = chain_filter.get("config") or {}
+                if "grpc_config" in filter_config and listener.get("address"):
+                    config["server"]["grpc"] = listener["address"]  # the runtime API's gRPC listener
+                _grpc_config(config, filter_config.get("grpc_config") or {})
     if not config["functions"]:
         raise ConfigError(f"{path}: no Layotto function items found (stream_filters of type 'Layotto')")
     return config

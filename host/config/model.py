@@ -14,7 +14,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from host.components._redis import check_address
 from host.components.registry import config_union
@@ -37,10 +46,48 @@ class _Model(BaseModel):
 _Address = Annotated[str, AfterValidator(check_address)]
 
 
+class NodeConfig(_Model):
+    """This host as an Envoy bootstrap's `node` describes a proxy; filters written for Envoy/Istio read
+    it as the `node` property: `node.id`, `node.cluster`, `node.metadata.<key>` (e.g. Istio's
+    NAMESPACE, WORKLOAD_NAME, ISTIO_VERSION), and `node` itself as a serialized
+    envoy.config.core.v3.Node (abi/properties.py)."""
+
+    id: str | None = None  # default: this machine's host name
+    cluster: str | None = None  # default: app_id
+    # A google.protobuf.Struct, as in Envoy's bootstrap: numbers are read back as 8-byte doubles.
+    metadata: dict[str, JsonValue] = {}
+
+
+class EnvoyMetadata(_Model):
+    """envoy.config.core.v3.Metadata as written in an Envoy route or cluster: filter name -> Struct,
+    e.g. `{ filter_metadata = { "envoy.lb" = { canary = true } } }`."""
+
+    filter_metadata: dict[str, dict[str, JsonValue]] = {}
+
+
+class RouteProperties(BaseModel):
+    """What a request to this function shows filters as Envoy's route and cluster attributes (read
+    with proxy_get_property during requests, by the function and its filters): `route_name` and
+    `cluster_name` (both default to the function's name: it is the route and the destination),
+    `route_metadata` / `cluster_metadata` (read as `route_metadata.filter_metadata.<filter>.<key>`),
+    and any other name -> a value the guest reads at that dotted path (a string as its bytes, an
+    integer 8-byte little-endian, a float an 8-byte double, a boolean one byte, a table a serialized
+    proxy-wasm map of such values)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, JsonValue]
+
+    route_name: str | None = None
+    cluster_name: str | None = None
+    route_metadata: EnvoyMetadata = EnvoyMetadata()
+    cluster_metadata: EnvoyMetadata = EnvoyMetadata()
+
+
 class ServerConfig(_Model):
     listen: str = "127.0.0.1:2045"
     admin: str = "127.0.0.1:34998"
     log_level: Literal["trace", "debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (host/logs.py)
     cache_dir: str | None = None  # compiled-module cache; default: $XDG_CACHE_HOME/wasm-faas
     invoke_timeout_ms: int = Field(3000, gt=0)  # proxy_invoke_service: wait for the target, run it
     acquire_timeout_ms: int = Field(10000, gt=0)  # an HTTP request waiting for a free instance
@@ -50,6 +97,12 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)  # larger request bodies answer 413
     max_header_bytes: int = Field(8190, gt=0)  # one header line / field; larger answers 400
     max_headers: int = Field(100, gt=0)  # header count; more answers 400
+    # Open connections on the function listener (per worker). At the cap the longest-idle keep-alive
+    # connection is closed to make room; when none is idle the new one is answered 503. 0: three
+    # quarters of the process's open-file limit (RLIMIT_NOFILE), keeping descriptors for the rest.
+    max_connections: int = Field(0, ge=0)
+    # Open connections from one client address; more are answered 503 and closed. 0: no per-client cap.
+    max_connections_per_client: int = Field(1024, ge=0)
     admin_token: str | None = None  # when set, the admin API (not the health probes) needs this bearer token
     admin_allow_any_path: bool = False  # /wasm/install may only load modules inside functions_dirs
     watch: bool = True  # deploy, update and remove functions when files in functions_dirs change
@@ -60,8 +113,32 @@ class ServerConfig(_Model):
     # Processes serving the same listen port (SO_REUSEPORT) under a small supervisor; each has its
     # own instance pools (instance_num counts per worker), watcher and memory state stores.
     workers: int = Field(1, ge=1, le=1024)
+    node: NodeConfig = NodeConfig()  # `[server.node]`: the Envoy node filters see (id, cluster, metadata)
+    # --- runtime API for applications (host/api, host/grpc, host/http/dapr) ---
+    grpc: str = "127.0.0.1:34904"  # Layotto's Runtime and Dapr's Dapr gRPC services; "" disables
+    dapr_http: str = "127.0.0.1:3500"  # Dapr's HTTP API subset; "" disables
+    api_token: str | None = None  # Dapr's dapr-api-token on both (not health, not server-streaming calls)
+    api_max_message_bytes: int = Field(4 * 1024 * 1024, gt=0)  # one gRPC message / HTTP body, either way
+    # Pub/sub delivery to the application (host/api/delivery.py): its gRPC AppCallback at HOST:PORT,
+    # speaking Dapr's or Layotto's schema, and/or its HTTP base URL (GET /dapr/subscribe). "" = none.
+    app_callback: str = ""
+    app_callback_protocol: Literal["dapr", "layotto"] = "dapr"
+    app_http: str = ""
+    # --- end runtime API ---
 
     _check_listen = field_validator("listen", "admin")(check_address)
+
+    @field_validator("grpc", "dapr_http", "app_callback")
+    @classmethod
+    def _optional_address(cls, value: str) -> str:
+        return check_address(value) if value else value
+
+    @field_validator("app_http")
+    @classmethod
+    def _optional_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value
 
 
 class FilterConfig(_Model):
@@ -102,6 +179,9 @@ class FunctionConfig(_Model):
     allowed_configuration_stores: list[str] | None = None
     fuel: int | None = Field(None, gt=0)  # wasm instructions per request (needs server.fuel_metering)
     filters: list[FilterConfig] = []  # request callbacks run through these in order, then the function
+    # Envoy route/cluster attributes of this function's requests (route_name, cluster_name,
+    # route_metadata, cluster_metadata, extras): `[functions.<id>.properties]`, see RouteProperties.
+    properties: RouteProperties = RouteProperties()
 
     @field_validator("md5")
     @classmethod

@@ -1,4 +1,5 @@
-"""Compiled-module cache: content-hash keyed artifacts on disk, so a restart does not recompile."""
+"""Compiled-module cache: content-hash keyed artifacts on disk, so a restart does not recompile.
+Components (host/functions/components) are cached alike, as `<key>.component.cwasm`."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
 import wasmtime
+import wasmtime.component as wc
 
 from abi.engine import WasmEngine
 
 log = logging.getLogger(__name__)
 
 MEMORY_ENTRIES = 64  # compiled modules kept in memory beyond those in use
+_Artifact = wasmtime.Module | wc.Component
 
 
 def default_cache_dir() -> Path:
@@ -35,8 +39,8 @@ class ModuleCache:
         # Artifacts are only valid for the same wasmtime build and engine settings.
         fuel = "/fuel" if engine.fuel_metering else ""
         self._fingerprint = f"wasmtime-{version('wasmtime')}/epoch/static-memory{fuel}".encode()
-        # Recently loaded modules by key; pools keep the ones in use alive, this only saves reloads.
-        self._loaded: collections.OrderedDict[str, wasmtime.Module] = collections.OrderedDict()
+        # Recently loaded modules by file name; pools keep the ones in use alive, this only saves reloads.
+        self._loaded: collections.OrderedDict[str, _Artifact] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.compiled = 0  # counters, read by tests and the admin API
         self.disk_hits = 0
@@ -47,39 +51,53 @@ class ModuleCache:
 
     def load(self, wasm: bytes) -> wasmtime.Module:
         """Raises wasmtime.WasmtimeError when the bytes are not a valid module."""
-        key = self.key(wasm)
+        module = self._load(wasm, ".cwasm", self.engine.compile, self.engine.deserialize_file)
+        assert isinstance(module, wasmtime.Module)
+        return module
+
+    def load_component(self, wasm: bytes) -> wc.Component:
+        """Raises wasmtime.WasmtimeError when the bytes are not a valid component."""
+        engine = self.engine.engine
+        component = self._load(wasm, ".component.cwasm", lambda raw: wc.Component(engine, raw),
+                               lambda path: wc.Component.deserialize_file(engine, path))
+        assert isinstance(component, wc.Component)
+        return component
+
+    def _load(self, wasm: bytes, suffix: str, compile: Callable[[bytes], _Artifact],
+              deserialize_file: Callable[[str], _Artifact]) -> _Artifact:
+        name = f"{self.key(wasm)}{suffix}"
         with self._lock:
-            module = self._loaded.get(key)
-            if module is not None:
-                self._loaded.move_to_end(key)
+            artifact = self._loaded.get(name)
+            if artifact is not None:
+                self._loaded.move_to_end(name)
                 self.memory_hits += 1
-                return module
-        path = self.directory / f"{key}.cwasm"
-        module = self._from_disk(path)
-        if module is None:
-            module = self.engine.compile(wasm)
-            self._store(path, module)
+                return artifact
+        path = self.directory / name
+        artifact = self._from_disk(path, deserialize_file)
+        if artifact is None:
+            artifact = compile(wasm)
+            self._store(path, artifact)
             with self._lock:
                 self.compiled += 1
         else:
             with self._lock:
                 self.disk_hits += 1
         with self._lock:
-            self._loaded[key] = module
+            self._loaded[name] = artifact
             while len(self._loaded) > MEMORY_ENTRIES:
                 self._loaded.popitem(last=False)
-        return module
+        return artifact
 
-    def _from_disk(self, path: Path) -> wasmtime.Module | None:
+    def _from_disk(self, path: Path, deserialize_file: Callable[[str], _Artifact]) -> _Artifact | None:
         if not path.exists():
             return None
         try:
-            return self.engine.deserialize_file(str(path))
+            return deserialize_file(str(path))
         except wasmtime.WasmtimeError as error:  # stale or damaged artifact: recompile
             log.warning("ignoring unusable cache artifact %s: %s", path.name, error)
             return None
 
-    def _store(self, path: Path, module: wasmtime.Module) -> None:
+    def _store(self, path: Path, module: _Artifact) -> None:
         try:
             with tempfile.NamedTemporaryFile(dir=self.directory, delete=False, suffix=".tmp") as tmp:
                 tmp.write(module.serialize())
@@ -89,7 +107,8 @@ class ModuleCache:
 
     def forget(self, wasm: bytes) -> None:
         with self._lock:
-            self._loaded.pop(self.key(wasm), None)
+            for suffix in (".cwasm", ".component.cwasm"):
+                self._loaded.pop(f"{self.key(wasm)}{suffix}", None)
 
     def stats(self) -> dict[str, int]:
         return {"compiled": self.compiled, "disk_hits": self.disk_hits, "memory_hits": self.memory_hits}

@@ -12,6 +12,7 @@ import wasmtime
 from abi import HostServices, ProxyWasmVM, StartupError
 from abi.engine import GuestTrap, HostLinker, WasmEngine
 from host.functions.cache import ModuleCache
+from host.functions.components import ComponentDeployer, ComponentInstance, is_component
 from host.functions.errors import DeployError
 from host.functions.policy import ExecutionPolicy
 from host.functions.pool import BackgroundRunner, InstancePool
@@ -34,6 +35,8 @@ class Deployer:
         self.services = services
         self.pool_jobs = pool_jobs
         self.run_in_background = run_in_background
+        # WebAssembly components of the function world (host/functions/components).
+        self.components = ComponentDeployer(engine, cache, services, pool_jobs)
 
     def read_module(self, spec: FunctionSpec) -> bytes:
         try:
@@ -97,25 +100,39 @@ class Deployer:
         return version
 
     def _start_pool(self, spec: FunctionSpec, run_in_background: Callable[[RootWork], None],
-                    label: str = "") -> tuple[ProxyWasmVM, InstancePool, bool, str]:
+                    label: str = "") -> tuple[ProxyWasmVM | ComponentInstance, InstancePool, bool, str]:
         """Compile `spec`'s module and start a full pool of it: (first instance, pool, inline-eligible,
         sha256 of the module)."""
         try:
             wasm = self.read_module(spec)
+            if is_component(wasm):  # a component of the function world: its own compile, check and pool
+                return self.components.start_pool(spec, wasm, as_filter=bool(label))
             module = self.compile(spec, wasm)
         except DeployError as error:
             raise DeployError(f"{label}{error}") from None
         settings = spec.plugin_settings()
 
         def new_instance() -> ProxyWasmVM:
+            # Start-up code (the module's start function, `_initialize`/`_start`, proxy_on_vm_start,
+            # proxy_on_configure) runs under the function's deadline (`timeout_ms`), at boot as on a
+            # reload: one that never returns is interrupted, and the module rejected saying so.
             try:
-                vm = ProxyWasmVM(self.engine, self.linker, module, settings, self.services)
-            except (wasmtime.WasmtimeError, GuestTrap) as error:
+                vm = ProxyWasmVM(self.engine, self.linker, module, settings, self.services,
+                                 start_deadline_s=spec.timeout_s)
+            except GuestTrap as trap:
+                if trap.interrupted:
+                    raise DeployError(f"{label}{spec.path.name}: the start function {_overran(spec)}") from None
+                raise DeployError(f"{label}{spec.path.name}: instantiation failed: {_first_line(trap)}") from None
+            except wasmtime.WasmtimeError as error:
                 raise DeployError(f"{label}{spec.path.name}: instantiation failed: {_first_line(error)}") from None
             vm.on_background = run_in_background
             try:
                 vm.start(spec.timeout_s)
             except StartupError as error:
+                cause = error.__cause__
+                if isinstance(cause, GuestTrap) and cause.interrupted:
+                    raise DeployError(f"{label}{spec.path.name}: start-up ({_STARTUP_CALLS}) "
+                                      f"{_overran(spec)}") from None
                 raise DeployError(f"{label}{spec.path.name}: {error}") from None
             return vm
 
@@ -124,6 +141,13 @@ class Deployer:
         pool.add(first)
         pool.fill()
         return first, pool, self.linker.only_pure_imports(module), hashlib.sha256(wasm).hexdigest()
+
+
+_STARTUP_CALLS = "_initialize/_start, proxy_on_vm_start, proxy_on_configure"
+
+
+def _overran(spec: FunctionSpec) -> str:
+    return f"did not return within the {spec.timeout_s:g}s deadline (timeout_ms) and was interrupted"
 
 
 def _first_line(error: BaseException) -> str:

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from abi import GuestTrap, HttpRequest, HttpResponse
 from abi.chain import run_chain
 from abi.vm import ProxyWasmVM
+from host.functions.components import ComponentInstance
 from host.functions.pool import PoolClosed, PoolDown, PoolTimeout, PoolWouldDeadlock
 from host.functions.router import Router
 from host.functions.threads import GuestThreads
@@ -131,9 +132,12 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
 
     A trapped or interrupted instance is marked broken, so its release replaces it."""
     chain = [*filters, vm]
-    hold_gil = inline or version.policy.cheap
-    for member in chain:
-        member.guest.hold_gil = hold_gil
+    # A component function (host/functions/components) has no filters and always releases the GIL.
+    component = vm if type(vm) is ComponentInstance else None
+    if component is None:
+        hold_gil = inline or version.policy.cheap
+        for member in chain:
+            member.guest.hold_gil = hold_gil
     held = CHAIN.held
     held.extend(id(member) for member in chain)
     # CPU time, inline too: on a busy or virtual machine, wall time also counts the moments the OS
@@ -143,7 +147,10 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
     started = clock()
     scope = REQUEST_SCOPE.set((version.function_id, request, next_request_number()))
     try:
-        response = run_chain(chain, request, INLINE_DEADLINE_S if inline else version.timeout_s)
+        if component is None:
+            response = run_chain(chain, request, INLINE_DEADLINE_S if inline else version.timeout_s)
+        else:
+            response = component.handle(request, version.timeout_s)
     except GuestTrap as trap:
         if inline and trap.interrupted:
             version.policy.demote()

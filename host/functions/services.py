@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from time import perf_counter
 from typing import Any, TypeVar
 
 from abi.services import BadRequest, Conflict, ServiceError, StateEntry, UnknownName
@@ -14,6 +15,7 @@ from host.components.catalog import Components
 from host.components.errors import ComponentError, EtagInvalid, EtagMismatch, InvalidRequest
 from host.components.pubsub.cloudevents import envelope
 from host.components.state import DeleteItem, StateItem
+from host.metrics import NO_OBSERVER, CallObserver
 
 T = TypeVar("T")
 
@@ -31,6 +33,8 @@ def _mapped() -> Iterator[None]:
 
 
 class _Capability:
+    observer: CallObserver = NO_OBSERVER  # runtime-call metrics (issue 14), set by runtime_services
+
     def __init__(self, components: Components, capability: str, noun: str):
         self.components = components
         self.capability = capability
@@ -44,9 +48,16 @@ class _Capability:
         return component
 
     def call(self, name: str, action: Callable[[Any], T]) -> T:
-        component = self.named(name)
-        with _mapped():
-            return action(component)
+        started = perf_counter()
+        try:
+            component = self.named(name)
+            with _mapped():
+                result = action(component)
+        except Exception as error:
+            self.observer.observe(self.capability, name, error, perf_counter() - started)
+            raise
+        self.observer.observe(self.capability, name, None, perf_counter() - started)
+        return result
 
 
 class StateForFunctions(_Capability):
@@ -110,8 +121,12 @@ class ConfigurationForFunctions(_Capability):
         return next((item.value for item in items if item.key == key), None)
 
 
-def runtime_services(components: Components) -> dict[str, Any]:
-    """The HostServices fields backed by components."""
-    return {"state": StateForFunctions(components), "pubsub": PubSubForFunctions(components),
-            "lock": LockForFunctions(components), "sequencer": SequencerForFunctions(components),
-            "configuration": ConfigurationForFunctions(components)}
+def runtime_services(components: Components, observer: CallObserver = NO_OBSERVER) -> dict[str, Any]:
+    """The HostServices fields backed by components; `observer` sees every call (metrics)."""
+    services: dict[str, _Capability] = {
+        "state": StateForFunctions(components), "pubsub": PubSubForFunctions(components),
+        "lock": LockForFunctions(components), "sequencer": SequencerForFunctions(components),
+        "configuration": ConfigurationForFunctions(components)}
+    for service in services.values():
+        service.observer = observer
+    return dict(services)

@@ -1,14 +1,16 @@
 """The function listener: header `id` picks the function, the request goes through the one call
 path (host/functions/dispatch.py) and its answer back to the client.
 
-It runs on the lean HTTP/1.1 server of `protocol.py`. A request that the dispatcher answers at
-once (an inline function with an idle instance) is answered synchronously, without a task or a
-coroutine; everything else is awaited.
+It runs on the lean HTTP/1.1 server of `protocol.py`, which frames the guest's answer itself (a
+status or header that would break the framing is refused with a 500 naming the function). A request
+that the dispatcher answers at once (an inline function with an idle instance) is answered
+synchronously, without a task or a coroutine; everything else is awaited.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 from collections.abc import Awaitable
 
 from abi import HttpRequest, HttpResponse
@@ -20,8 +22,8 @@ from host.http.protocol import HttpServer, Limits, Request, Response, error_resp
 log = logging.getLogger(__name__)
 
 
-def _answer(response: HttpResponse) -> Response:
-    return Response(response.status, response.body, response.headers)
+def _answer(response: HttpResponse, function_id: str) -> Response:
+    return Response(response.status, response.body, response.headers, function=function_id)
 
 
 def _refused(error: DispatchError) -> Response:
@@ -43,17 +45,18 @@ class FunctionListener:
             guest_request = HttpRequest.build(
                 request.method, request.target, request.headers, request.body,
                 authority=request.header("host") or "", scheme="http",  # this listener serves plain HTTP
-                source_address=peer[0] if peer else "", source_port=peer[1] if peer else 0, lowered=True)
+                source_address=peer[0] if peer else "", source_port=peer[1] if peer else 0, lowered=True,
+                trailers=request.trailers)
             response = self.dispatcher.try_now(version, guest_request)
         except DispatchError as error:
             return _refused(error)
         if response is not None:
-            return _answer(response)
+            return _answer(response, version.function_id)
         return self._later(version, guest_request)
 
     async def _later(self, version: FunctionVersion, guest_request: HttpRequest) -> Response:
         try:
-            return _answer(await self.dispatcher.call(version, guest_request))
+            return _answer(await self.dispatcher.call(version, guest_request), version.function_id)
         except DispatchError as error:
             return _refused(error)
         except Exception as error:  # noqa: BLE001 - a host bug must not take the listener down
@@ -65,4 +68,15 @@ class FunctionListener:
 def create_function_server(dispatcher: Dispatcher, server: ServerConfig) -> HttpServer:
     listener = FunctionListener(dispatcher)
     return HttpServer(listener.handle, Limits(max_target=server.max_header_bytes, max_field=server.max_header_bytes,
-                                              max_headers=server.max_headers, max_body=server.max_body_bytes))
+                                              max_headers=server.max_headers, max_body=server.max_body_bytes,
+                                              max_connections=server.max_connections or default_max_connections(),
+                                              max_connections_per_client=server.max_connections_per_client))
+
+
+def default_max_connections() -> int:
+    """Three quarters of the open-file limit: the rest stays for the admin listener, module files,
+    backend clients and the guests' own calls, so a flood of connections cannot starve them."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 65536
+    return max(16, soft * 3 // 4)

@@ -23,13 +23,18 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from host.api.delivery import AppChannel, AppDelivery
 from host.app import App, Status
 from host.config import HostConfig, split_address
 from host.functions.sources import watched_folders
 from host.functions.watcher import FunctionWatcher
+from host.grpc.appcallback import GrpcAppChannel
+from host.grpc.server import GrpcServer
 from host.http.admin.app import create_admin_app
 from host.http.admin.layotto import LayottoAdmin
 from host.http.admin.peers import Peers
+from host.http.dapr import create_dapr_app
+from host.http.dapr.app_channel import HttpAppChannel
 from host.http.functions import create_function_server
 from host.http.protocol import HttpServer
 from host.process.cluster import SERVING, STARTING, WorkerRole
@@ -38,6 +43,61 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR_CHECK_S = 1.0  # a worker whose supervisor vanished (SIGKILL) shuts itself down
 ADMIN_SHUTDOWN_S = 1.0  # an admin request still running when the host has stopped is cut after this
+
+
+# --- runtime API listeners (host/grpc, host/http/dapr): started after the function listener, stopped first ---
+@dataclass
+class ApiListeners:
+    grpc: GrpcServer | None = None
+    dapr_http: web.AppRunner | None = None
+    grpc_port: int = 0  # 0: not listening
+    dapr_http_port: int = 0
+    deliveries: list[AppDelivery] = field(default_factory=list)  # events to the application
+
+    async def start(self, app: App, role: WorkerRole | None) -> None:
+        server = app.config.server
+        if server.grpc:
+            self.grpc = GrpcServer(app.api, api_token=server.api_token, max_message_bytes=server.api_max_message_bytes,
+                                   reuse_port=role is not None)
+            self.grpc_port = await self.grpc.start(server.grpc)
+            log.info("runtime gRPC API (Layotto Runtime, Dapr) listening on %s (port %d)", server.grpc, self.grpc_port)
+        if server.dapr_http:
+            dapr = create_dapr_app(app.api, ready=lambda: app.status == Status.UP, api_token=server.api_token,
+                                   max_body_bytes=server.api_max_message_bytes)
+            self.dapr_http, self.dapr_http_port = await _serve(dapr, server.dapr_http, server.shutdown_grace_ms / 1000)
+            log.info("Dapr HTTP API listening on %s (port %d)", server.dapr_http, self.dapr_http_port)
+        channels: list[AppChannel] = []
+        if server.app_callback:
+            channels.append(GrpcAppChannel(server.app_callback, server.app_callback_protocol))
+        if server.app_http:
+            channels.append(HttpAppChannel(server.app_http))
+        for channel in channels:
+            delivery = AppDelivery(app.api, channel)
+            delivery.start()
+            self.deliveries.append(delivery)
+            log.info("pub/sub delivery to the application at %s started", channel.name)
+
+    async def stop(self, app: App, grace_s: float) -> None:
+        """Streams end at once; calls in flight get `grace_s` (both listeners at the same time)."""
+        for delivery in self.deliveries:
+            await delivery.stop(grace_s)
+            log.info("shutdown: pub/sub delivery to the application at %s stopped", delivery.channel.name)
+        self.deliveries.clear()
+        app.api.end_streams()
+
+        async def stop_grpc(grpc: GrpcServer) -> None:
+            await grpc.stop(grace_s)
+            log.info("shutdown: runtime gRPC API stopped")
+
+        async def stop_dapr_http(runner: web.AppRunner) -> None:
+            await runner.cleanup()
+            log.info("shutdown: Dapr HTTP API stopped")
+
+        await asyncio.gather(*([stop_grpc(self.grpc)] if self.grpc else []),
+                             *([stop_dapr_http(self.dapr_http)] if self.dapr_http else []))
+        self.grpc = self.dapr_http = None
+        app.api.close()
+# --- end runtime API listeners ---
 
 
 @dataclass
@@ -49,7 +109,16 @@ class RunningServer:
     admin_port: int
     watcher: FunctionWatcher | None = None
     role: WorkerRole | None = None
+    api: ApiListeners = field(default_factory=ApiListeners)
     _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def grpc_port(self) -> int:
+        return self.api.grpc_port
+
+    @property
+    def dapr_http_port(self) -> int:
+        return self.api.dapr_http_port
 
     async def stop(self) -> None:
         """Graceful shutdown; each step is logged. Safe to call twice."""
@@ -61,6 +130,7 @@ class RunningServer:
         listener = self.listener
         grace = self.app.config.server.shutdown_grace_ms / 1000
 
+        await self.api.stop(self.app, grace)  # runtime API listeners first (bounded by the grace period)
         listener.stop_accepting()
         in_flight = listener.in_flight
         log.info("shutdown: stopped accepting connections; waiting up to %.1fs for %d in-flight request(s)",
@@ -102,6 +172,8 @@ async def start_server(config: HostConfig, *, engine_backend: str | None = None,
                        role: WorkerRole | None = None) -> RunningServer:
     app = App(config, engine_backend=engine_backend)
     admin_runners: list[web.BaseRunner] = []
+    api = ApiListeners()
+    listener: HttpServer | None = None
     try:
         if role is None:
             runner, admin_port = await _serve(create_admin_app(app), config.server.admin)
@@ -121,7 +193,12 @@ async def start_server(config: HostConfig, *, engine_backend: str | None = None,
             await LayottoAdmin(app).replay(role.journal())
         listener = create_function_server(app.dispatcher, config.server)
         listen_port = await listener.start(*split_address(config.server.listen))
+        await api.start(app, role)
     except BaseException:
+        await api.stop(app, 0.0)
+        if listener is not None:
+            listener.stop_accepting()
+            await listener.drain(0.0)
         for started in reversed(admin_runners):
             await started.cleanup()
         await app.stop()
@@ -134,7 +211,7 @@ async def start_server(config: HostConfig, *, engine_backend: str | None = None,
         role.register(SERVING, private_port, listen_port)
     log.info("functions listening on %s (port %d), admin on %s (port %d)", config.server.listen, listen_port,
              config.server.admin if role is None or role.primary else "127.0.0.1", admin_port)
-    return RunningServer(app, admin_runners, listener, listen_port, admin_port, watcher, role)
+    return RunningServer(app, admin_runners, listener, listen_port, admin_port, watcher, role, api)
 
 
 async def _supervisor_gone(role: WorkerRole, stop: asyncio.Event) -> None:

@@ -12,24 +12,37 @@ with the combined reasons if any worker refused it).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
+import json
 import logging
 import os
+import re
+import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from host.app import App, Status
+from host.functions.deployments import Outcome
+from host.functions.sources import watched_folders
 from host.http.admin.layotto import AdminError, LayottoAdmin
 from host.http.admin.peers import PeerAnswer, Peers
 from host.http.errors import json_error
+from host.logs import format_cursor, lines_after, parse_cursor
+from host.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from host.metrics.endpoint import scrape
 from host.process.cluster import WorkerRole
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SETTINGS_HEADER = "X-Wasm-Faas-Settings"  # base64 of a settings file (name.toml) to write beside an upload
+_UPLOAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # becomes <functions_dir>/<name>.wasm
 
 
 def _token_guard(token: str) -> Callable:
@@ -147,37 +160,144 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
             return json_error(404, f"unknown function id {key!r}", function=key)
         return web.json_response({"id": key, "versions": versions, "workers": workers})
 
+    async def apply_everywhere(action: str, raw: bytes) -> str | None:
+        """A Layotto admin call applied here and, as worker 0, on every worker; why it failed, or None."""
+        if peers is None or worker is None:
+            return await local_call(action, raw)
+        error, answers = await asyncio.gather(local_call(action, raw), peers.post(f"/wasm/{action}", raw))
+        errors = [(worker.index, error)] if error is not None else []
+        errors += [(a.index, a.error_text()) for a in answers if a.status != 200]
+        if not errors:
+            return None
+        reasons = {reason for _, reason in errors}
+        if len(errors) == worker.count and len(reasons) == 1:
+            message = reasons.pop()  # every worker refused it for the same reason: say it once
+        else:
+            message = "; ".join(f"worker {index}: {reason}" for index, reason in sorted(errors))
+        log.warning("/wasm/%s failed on %d of %d worker(s): %s", action, len(errors), worker.count, message)
+        return message
+
     def layotto_call(action: str) -> Handler:
         async def handle(request: web.Request) -> web.Response:
-            raw = await request.read()
-            if peers is None or worker is None:
-                error = await local_call(action, raw)
-                return web.Response(status=200) if error is None else web.json_response({"error": error}, status=500)
-            error, answers = await asyncio.gather(local_call(action, raw), peers.post(request.path, raw))
-            errors = [(worker.index, error)] if error is not None else []
-            errors += [(a.index, a.error_text()) for a in answers if a.status != 200]
-            if not errors:
-                return web.Response(status=200)
-            reasons = {reason for _, reason in errors}
-            if len(errors) == worker.count and len(reasons) == 1:
-                message = reasons.pop()  # every worker refused it for the same reason: say it once
-            else:
-                message = "; ".join(f"worker {index}: {reason}" for index, reason in sorted(errors))
-            log.warning("/wasm/%s failed on %d of %d worker(s): %s", action, len(errors), worker.count, message)
-            return web.json_response({"error": message}, status=500)
+            error = await apply_everywhere(action, await request.read())
+            return web.Response(status=200) if error is None else web.json_response({"error": error}, status=500)
 
         return handle
+
+    # -- issue 14: metrics, module upload and removal (wasm-faas deploy / rm), function logs ----------
+    async def metrics(_: web.Request) -> web.Response:
+        body = await scrape(app.metrics, worker.index if worker is not None else None,
+                            peers.get if peers is not None else None)
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def upload(request: web.Request) -> web.Response:
+        """`PUT /functions/{id}` with the module's bytes: written into the first functions folder
+        (atomically) and installed on every worker. Only with an admin token configured."""
+        name = request.match_info["id"]
+        if not token:
+            return json_error(403, "uploads are disabled: set server.admin_token (and pass it as a bearer token)")
+        if not _UPLOAD_NAME.fullmatch(name):
+            return json_error(400, f"function name {name!r}: use letters, digits, '_', '-' and '.'")
+        folders = watched_folders(app.config)
+        if not folders:
+            return json_error(409, "this host has no functions_dirs to upload into")
+        wasm = await request.read()
+        if wasm[:4] != b"\0asm":
+            return json_error(400, "the body is not a WebAssembly module (bad magic number)")
+        path = folders[0] / f"{name}.wasm"
+        existed = path.exists()
+        settings = request.headers.get(SETTINGS_HEADER)
+        if settings is not None:  # `name.toml` beside the module (wasm-faas deploy sends the one beside FILE)
+            try:
+                text = base64.b64decode(settings, validate=True)
+            except ValueError:
+                return json_error(400, f"{SETTINGS_HEADER}: expected base64")
+            await asyncio.to_thread(_write_module, path.with_suffix(".toml"), text)
+        started = time.time()
+        await asyncio.to_thread(_write_module, path, wasm)
+        if app.config.server.watch:
+            # Every worker's watcher deploys the new file (installing it as well would load it twice);
+            # the answer is this worker's outcome.
+            error = await _watched_outcome(app, path, started)
+        else:
+            error = await apply_everywhere("install", json.dumps({"name": name,
+                                                                  "vm_config": {"path": str(path)}}).encode())
+        if error is not None:
+            return json_error(422, error, function=name)
+        return web.json_response({"id": name, "path": str(path), "versions": local_versions(name)},
+                                 status=200 if existed else 201)
+
+    async def remove(request: web.Request) -> web.Response:
+        """`DELETE /functions/{id}`: uninstalled on every worker, and its module file deleted when it
+        lies in a functions folder (else a restart would deploy it again); `?keep_file=1` keeps it."""
+        key = request.match_info["id"]
+        records = app.deployments.matching(key)
+        if not records:
+            return json_error(404, f"unknown function id {key!r}", function=key)
+        paths = [record.path for record in records]
+        for _ in records:
+            error = await apply_everywhere("uninstall", json.dumps({"name": key}).encode())
+            if error is not None:
+                return json_error(500, error, function=key)
+        deleted = []
+        if request.query.get("keep_file", "") not in ("1", "true"):
+            folders = watched_folders(app.config)
+            for path in paths:
+                if any(folder in path.parents for folder in folders) and path.exists():
+                    path.unlink()
+                    deleted.append(str(path))
+        return web.json_response({"id": key, "removed": [str(p) for p in paths], "deleted": deleted})
+
+    async def function_logs(request: web.Request) -> web.Response:
+        """`GET /functions/{id}/logs?after=CURSOR&wait=S`: the function's recent log lines (guest
+        logs and the host's lines about its requests), oldest first; a long poll with `wait`."""
+        key = request.match_info["id"]
+        try:
+            wait_s = float(request.query.get("wait", "0"))
+        except ValueError:
+            return json_error(400, "wait: expected seconds")
+        cursor = parse_cursor(request.query.get("after", ""))
+        deployed = bool(app.deployments.matching(key))
+        if peers is None or worker is None:
+            own = worker.index if worker is not None else -1
+            lines, last = await lines_after(key, cursor.get(own, cursor.get(-1, 0)), wait_s)
+            return web.json_response({"id": key, "deployed": deployed, "cursor": str(last),
+                                      "lines": [line.as_dict() for line in lines]})
+        # Worker 0: every worker's lines. Peers are asked without waiting (their query timeout is
+        # short), again and again until some line comes or the wait is over.
+        deadline = asyncio.get_running_loop().time() + min(max(wait_s, 0.0), 25.0)
+        while True:
+            local, last = await lines_after(key, cursor.get(worker.index, 0))
+            merged = [{**line.as_dict(), "worker": worker.index} for line in local]
+            cursor[worker.index] = last
+            answers = await peers.get(f"/functions/{quote(key, safe='')}/logs?after={format_cursor(cursor)}")
+            for answer in answers:
+                body = answer.body if answer.status == 200 and isinstance(answer.body, dict) else {}
+                merged += [{**line, "worker": answer.index} for line in body.get("lines", [])]
+                deployed = deployed or bool(body.get("deployed"))
+                if str(body.get("cursor", "")).isdigit():
+                    cursor[answer.index] = int(body["cursor"])
+            if merged or asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.25)
+        merged.sort(key=lambda line: line["time"])
+        return web.json_response({"id": key, "deployed": deployed, "cursor": format_cursor(cursor), "lines": merged})
 
     async def info(_: web.Request) -> web.Response:
         return web.json_response(app.info())
 
     token = app.config.server.admin_token
-    web_app = web.Application(middlewares=[_token_guard(token)] if token else [])
+    web_app = web.Application(middlewares=[_token_guard(token)] if token else [],
+                              client_max_size=app.config.server.max_body_bytes)  # module uploads
     web_app.router.add_get("/actuator/health/liveness", liveness)
     web_app.router.add_get("/actuator/health/readiness", readiness)
     web_app.router.add_get("/actuator/info", info)
     web_app.router.add_get("/functions", list_functions)
     web_app.router.add_get("/functions/{id}", get_function)
+    web_app.router.add_get("/metrics", metrics)
+    web_app.router.add_put("/functions/{id}", upload)
+    web_app.router.add_delete("/functions/{id}", remove)
+    web_app.router.add_get("/functions/{id}/logs", function_logs)
     for action in LayottoAdmin.ACTIONS:
         web_app.router.add_post(f"/wasm/{action}", layotto_call(action))
     if peers is not None:
@@ -186,3 +306,25 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
 
         web_app.on_cleanup.append(close_peers)
     return web_app
+
+
+async def _watched_outcome(app: App, path: Path, since: float, timeout_s: float = 120.0) -> str | None:
+    """Wait for the functions watcher to (re)deploy `path` after `since`: why it was rejected, or None."""
+    deadline = time.monotonic() + timeout_s
+    key = path.resolve()
+    while time.monotonic() < deadline:
+        record = app.deployments.records.get(key)
+        if record is not None and record.last_change >= since and record.last_outcome in (Outcome.DEPLOYED,
+                                                                                         Outcome.REJECTED):
+            return None if record.last_outcome == Outcome.DEPLOYED else (record.last_error or "rejected")
+        await asyncio.sleep(0.02)
+    return f"the watcher did not deploy {path.name} within {timeout_s:.0f}s"
+
+
+def _write_module(path: Path, wasm: bytes) -> None:
+    """Replace `path` atomically: a watcher (or a reader) never sees half a file. The temporary
+    name starts with a dot, which the functions watcher ignores."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial",
+                                     delete=False) as tmp:
+        tmp.write(wasm)
+    os.replace(tmp.name, path)
