@@ -21,7 +21,6 @@ from host.process.serve import RunningServer, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "functions"
-WAT_DIR = Path(__file__).resolve().parent / "guests" / "wat"
 IN_CI = os.environ.get("CI") == "true"
 # Every engine back-end this installation can run (tests/test_engine_native.py checks that the
 # native one is among them: a test matrix that silently lost it would prove nothing about it).

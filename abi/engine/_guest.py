@@ -155,11 +155,6 @@ class GuestBase:
         for ptr, size in ptrs_and_sizes:
             self._check(ptr, size)
 
-    @property
-    def memory_size(self) -> int:
-        self._refresh_memory()
-        return self._size
-
     # -- exports ------------------------------------------------------------------------------
     def export(self, name: str) -> Any:
         """The export called `name` (a Func, Memory, ...) or None; looked up once."""

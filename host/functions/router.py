@@ -19,10 +19,6 @@ class Router:
             return None
         return versions[0] if len(versions) == 1 else random.choice(versions)
 
-    def add(self, version: FunctionVersion) -> None:
-        with self._lock:
-            self._routes[version.function_id] = self._routes.get(version.function_id, ()) + (version,)
-
     def replace(self, old: FunctionVersion | None, new: FunctionVersion | None) -> None:
         """Swap one version for another in one step: no request sees neither (ids may differ)."""
         with self._lock:
@@ -36,14 +32,6 @@ class Router:
             if new is not None:
                 routes[new.function_id] = routes.get(new.function_id, ()) + (new,)
             self._routes = routes
-
-    def remove(self, version: FunctionVersion) -> None:
-        with self._lock:
-            remaining = tuple(v for v in self._routes.get(version.function_id, ()) if v is not version)
-            if remaining:
-                self._routes[version.function_id] = remaining
-            else:
-                self._routes.pop(version.function_id, None)
 
     def ids(self) -> list[str]:
         return sorted(self._routes)
