@@ -132,3 +132,20 @@ def test_transactions_load_their_scripts_even_after_a_script_flush(
     assert admin.exists(a) == 0 and admin.hget(b, "version") == b"2"
     admin.script_flush()
     assert store.set(StateItem(a, b"again")) == "1"  # EVALSHA outside MULTI falls back to EVAL
+
+
+def test_a_plain_string_read_again_follows_what_others_write_since(admin: redis.Redis,
+                                                                    store: redis_state.Backend) -> None:
+    # A key seen as a plain string is read with one GET next time; whatever replaces it must show.
+    key = f"{admin.token}-book"  # type: ignore[attr-defined]
+    admin.set(key, "100")
+    assert store.get(key) == StateValue(b"100", "") and store.get(key) == StateValue(b"100", "")
+    admin.delete(key)
+    admin.hset(key, mapping={"data": b"7", "version": 3})  # a Dapr sidecar's write
+    assert store.get(key) == StateValue(b"7", "3")
+    admin.delete(key)
+    assert store.get(key) is None
+    admin.set(key, "5")
+    assert store.get(key) == StateValue(b"5", "")
+    admin.delete(key)
+    assert store.get(key) is None  # deleted while remembered as a string

@@ -27,6 +27,8 @@ _MISMATCH = "ETAG_MISMATCH"
 # KEYS[1] the key. ARGV[1] the expected version ("0": none), ARGV[2] the value, ARGV[3] "1" to flag
 # the key first-write, ARGV[4] the TTL in seconds ("" keeps the current expiry, <= 0 removes it).
 # Written when the key is absent, has no version, matches, or has no ETag and no first-write flag.
+_PLAIN_STRINGS_REMEMBERED = 4096
+
 _SET = Script("""
 local key = KEYS[1]
 local version = redis.pcall("HGET", key, "version")
@@ -95,6 +97,8 @@ class Backend:
     def __init__(self, config: Config, context: ComponentContext):
         self._client = RedisClient(config)
         self.address = config.address
+        # Keys last seen as plain strings (read with one GET; a WRONGTYPE or a miss forgets them).
+        self._plain_strings: set[str] = set()
 
     def _failure(self, item: StateItem | DeleteItem, error: Exception) -> ComponentError:
         if str(error).startswith(_MISMATCH):
@@ -102,12 +106,18 @@ class Backend:
         return ComponentError(f"redis {self.address}: {error}")
 
     def _read_string(self, key: str) -> StateValue | None:
-        """A key that is not a hash: a plain string someone else wrote has no version."""
+        """A key that is not a hash: a plain string someone else wrote has no version. Such keys
+        are remembered (a bounded set), so reading them again costs one round trip, not two."""
         try:
             value = self._client.command_raw("GET", key)
         except redis.ResponseError as error:
             raise ComponentError(f"redis {self.address}: {key!r}: {error}") from None
-        return None if value is None else StateValue(value, "")
+        if value is None:
+            return None
+        if len(self._plain_strings) >= _PLAIN_STRINGS_REMEMBERED:
+            self._plain_strings.clear()
+        self._plain_strings.add(key)
+        return StateValue(value, "")
 
     def _read_reply(self, key: str, reply: Any) -> StateValue | None:
         if isinstance(reply, redis.ResponseError):
@@ -121,6 +131,16 @@ class Backend:
 
     def get(self, key: str) -> StateValue | None:
         check_key(key)
+        if key in self._plain_strings:  # written by something else as a plain string: one GET
+            try:
+                value = self._client.command_raw("GET", key)
+            except redis.ResponseError:  # no longer a string (we or a Dapr sidecar wrote it since)
+                self._plain_strings.discard(key)
+            else:
+                if value is not None:
+                    return StateValue(value, "")
+                self._plain_strings.discard(key)
+                return None
         # HMGET of the two fields a read needs: the same answer as Dapr's HGETALL, less to parse.
         try:
             reply = self._client.command_raw("HMGET", key, "data", "version")
