@@ -1,9 +1,10 @@
 """Side-by-side benchmark: every host scenario right next to its bare-aiohttp baseline, in one run.
 
-    python bench/run.py [--duration S] [--connections C] [--quick] [--out FILE]
+    python bench/run.py [--duration S] [--connections C] [--quick] [--out FILE] [--also-tree DIR]
 
 Starts every server itself on free 127.0.0.1 ports, warms up, drives it with wrk, stops it, and
-prints a markdown table (requests/s, p50, p99, non-2xx, host/baseline) plus the targets.
+prints a markdown table (requests/s, p50, p99, non-2xx, host/baseline) plus the targets; with
+--also-tree, another checkout's host is measured in the same rounds (before/after a change).
 Progress goes to stderr, the report to stdout (and --out). See bench/README.md.
 
 Needs only the standard library, aiohttp (bench/baseline.py), redis (seeding book1) and the
@@ -30,20 +31,22 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
-EXAMPLES = REPO / "examples" / "functions"
 CPU_HASH_SRC = BENCH / "functions" / "cpu_hash.c"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 LOOPBACK = "127.0.0.1"
 
 HELLO_BODY = b"hello method=GET path=/ greeting=-\n"
-DEMO_PATH = "/?name=book1"
-DEMO_BODY = b"There are 100 inventories for book1."
+# The demo's book under a name of this run's own (Redis is shared): written before row c, deleted after it.
+DEMO_KEY = f"bench-{os.getpid()}-book1"
+DEMO_PATH = f"/?name={DEMO_KEY}"
+DEMO_BODY = f"There are 100 inventories for {DEMO_KEY}.".encode()
 CPU_HASH_ANSWER = re.compile(rb"[0-9a-f]{16}\n")
 
 # Fallback for scripts/build_guests.py's CFLAGS (used when that module cannot be loaded).
@@ -89,7 +92,7 @@ def parse_wrk_time(text: str) -> float:
 
 def parse_wrk(output: str) -> WrkResult:
     """Parse `wrk --latency` output (the Latency Distribution block gives p50/p99)."""
-    def find(pattern: str, default: Optional[str] = None) -> str:
+    def find(pattern: str, default: str | None = None) -> str:
         match = re.search(pattern, output, re.MULTILINE)
         if match:
             return match.group(1)
@@ -191,14 +194,14 @@ class CpuSample:
     ours: int
 
     @classmethod
-    def now(cls) -> "CpuSample":
+    def now(cls) -> CpuSample:
         try:
             busy, total = system_busy_ticks()
             return cls(busy, total, our_ticks())
         except (OSError, ValueError, IndexError):
             return cls(0, 0, 0)
 
-    def others_share_since(self, before: "CpuSample") -> float:
+    def others_share_since(self, before: CpuSample) -> float:
         total = self.total - before.total
         if total <= 0:
             return float("nan")
@@ -216,7 +219,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_get(url: str, headers: Optional[dict[str, str]] = None, timeout: float = 5.0
+def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0
              ) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -232,13 +235,13 @@ class Server:
     name: str
     port: int
     log_path: Path
-    procs: list[subprocess.Popen] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def dead(self) -> Optional[str]:
+    def dead(self) -> str | None:
         for proc in self.procs:
             if proc.poll() is not None:
                 return f"{self.name} exited with code {proc.returncode}:\n{self.log_tail()}"
@@ -271,8 +274,29 @@ class WorkersUnsupported(Exception):
     """The host does not know `--workers` yet."""
 
 
-def spawn(cmd: list[str], log_file, stdout=None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=stdout or log_file,
+@dataclass(frozen=True)
+class Tree:
+    """A checkout whose host is measured: this one, or --also-tree's (same venv, that tree's code,
+    examples and generated config)."""
+    root: Path
+    label: str = ""  # "" for this checkout; names the other tree's rows
+    config: Path = Path()
+
+    @property
+    def examples(self) -> Path:
+        return self.root / "examples" / "functions"
+
+    def env(self) -> dict[str, str] | None:
+        """For another tree, its code first on the path (cwd alone does not reach worker processes)."""
+        if self.root == REPO:
+            return None
+        return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(self.root),
+                                                                          os.environ.get("PYTHONPATH")]))}
+
+
+def spawn(cmd: list[str], log_file: IO[bytes], stdout: int | None = None, cwd: Path = REPO,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout or log_file,
                             stderr=log_file, start_new_session=True)
 
 
@@ -296,15 +320,17 @@ def wait_host_ready(server: Server, admin_port: int, timeout: float = 120.0) -> 
 
 
 @contextlib.contextmanager
-def host_server(config: Path, workers: int, workdir: Path) -> Iterator[Server]:
+def host_server(tree: Tree, workers: int, workdir: Path) -> Iterator[Server]:
     port, admin = free_port(), free_port()
-    server = Server(f"host ({workers} worker{'s' if workers > 1 else ''})", port, workdir / f"host-{workers}w.log")
-    cmd = [sys.executable, "-m", "host", "serve", "--config", str(config), "--listen", f"{LOOPBACK}:{port}",
+    label = f" {tree.label}" if tree.label else ""
+    server = Server(f"host{label} ({workers} worker{'s' if workers > 1 else ''})", port,
+                    workdir / f"host{label.replace(' ', '-')}-{workers}w.log")
+    cmd = [sys.executable, "-m", "host", "serve", "--config", str(tree.config), "--listen", f"{LOOPBACK}:{port}",
            "--admin", f"{LOOPBACK}:{admin}", "--log-level", "warning"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     with open(server.log_path, "ab") as log_file:
-        server.procs.append(spawn(cmd, log_file))
+        server.procs.append(spawn(cmd, log_file, cwd=tree.root, env=tree.env()))
     try:
         wait_host_ready(server, admin)
         yield server
@@ -325,8 +351,9 @@ def baseline_server(processes: int, workdir: Path, timeout: float = 30.0) -> Ite
             for _ in range(processes):
                 server.procs.append(spawn(cmd, log_file, stdout=subprocess.PIPE))
         for proc in server.procs:  # each prints "ready" once it listens
+            assert proc.stdout is not None  # spawned with stdout=PIPE
             ready, _, _ = select.select([proc.stdout], [], [], timeout)
-            if not ready or proc.stdout.readline().strip() != b"ready":  # type: ignore[union-attr]
+            if not ready or proc.stdout.readline().strip() != b"ready":
                 raise RuntimeError(server.dead() or f"{server.name} not ready after {timeout:.0f}s")
         yield server
     finally:
@@ -358,9 +385,11 @@ def build_cpu_hash(out_dir: Path) -> Path:
     return out
 
 
-def write_host_config(workdir: Path, functions_dir: Path, instance_num: int) -> Path:
-    """Example functions + cpu_hash (when built); state_demo is Redis, as in configs/redis.toml."""
-    config = workdir / "host.toml"
+def write_host_config(workdir: Path, functions_dir: Path, instance_num: int, tree: Tree) -> Tree:
+    """The tree's example functions + cpu_hash (when built); state_demo is Redis, as in configs/redis.toml.
+    Returns the tree with its config."""
+    suffix = f"-{tree.label}" if tree.label else ""
+    config = workdir / f"host{suffix}.toml"
     module = functions_dir / "cpu_hash.wasm"
     cpu_hash = f"""
 [functions.cpu_hash]
@@ -368,10 +397,10 @@ path = {str(module)!r}
 instance_num = 2        # two instances on one worker: parallel only if the GIL is released
 """ if module.exists() else ""
     config.write_text(f"""\
-functions_dirs = [{str(EXAMPLES)!r}, {str(functions_dir)!r}]
+functions_dirs = [{str(tree.examples)!r}, {str(functions_dir)!r}]
 
 [server]
-cache_dir = {str(workdir / "module-cache")!r}
+cache_dir = {str(workdir / f"module-cache{suffix}")!r}
 
 [function_defaults]
 instance_num = {instance_num}
@@ -380,20 +409,30 @@ instance_num = {instance_num}
 type = "redis"
 address = "{REDIS_HOST}:{REDIS_PORT}"
 """)
-    return config
+    return replace(tree, config=config)
 
 
-def seed_redis() -> Optional[str]:
-    """`set book1 100`; returns why not, if Redis is unreachable."""
+def seed_redis() -> str | None:
+    """`set <DEMO_KEY> 100`; returns why not, if Redis is unreachable."""
     try:
         import redis
 
-        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=3)
-        client.set("book1", "100")
-        client.close()
+        with redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=3) as client:
+            client.set(DEMO_KEY, "100")
         return None
     except Exception as error:  # noqa: BLE001 - reported as a skipped row
         return f"Redis at {REDIS_HOST}:{REDIS_PORT} unavailable: {error}"
+
+
+def unseed_redis() -> None:
+    """Delete what seed_redis wrote: Redis is shared with others' tests."""
+    import redis
+
+    try:
+        with redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_timeout=3) as client:
+            client.delete(DEMO_KEY)
+    except redis.RedisError as error:
+        log(f"could not delete {DEMO_KEY} from Redis: {error}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -405,18 +444,28 @@ class Row:
     scenario: str
     server: str
     connections: int
-    result: Optional[WrkResult] = None
-    ratio: Optional[float] = None  # host / baseline (or 2 conns / 1 conn)
+    result: WrkResult | None = None
+    ratio: float | None = None  # host / baseline (or 2 conns / 1 conn)
     note: str = ""
 
 
 @dataclass
 class Check:
     name: str
-    measured: Optional[float]
+    measured: float | None
     target: str
-    passed: Optional[bool]
+    passed: bool | None
     unit: str = "×"
+
+
+@dataclass
+class Comparison:
+    """--also-tree: the other host against this one in one scenario, medians and each round."""
+    scenario: str
+    label: str
+    ratio: float | None  # other / current, of the medians
+    rounds: list[float | None]  # other / current in each round
+    bare_rps: list[float]  # the baseline's req/s in each round: its spread is the machine's noise
 
 
 @dataclass
@@ -424,18 +473,21 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    loadavg_start: str = "?"
+    loadavg_end: str = "?"
 
 
-def ratio(a: Optional[WrkResult], b: Optional[WrkResult]) -> Optional[float]:
+def ratio(a: WrkResult | None, b: WrkResult | None) -> float | None:
     return a.rps / b.rps if a and b and b.rps > 0 else None
 
 
-def check_ratio(report: Report, name: str, value: Optional[float], minimum: float) -> None:
+def check_ratio(report: Report, name: str, value: float | None, minimum: float) -> None:
     report.checks.append(Check(name, value, f"≥ {minimum:.2f}×", None if value is None else value >= minimum))
 
 
 def verify_answer(report: Report, server: Server, headers: dict[str, str], path: str,
-                  body: bytes | re.Pattern[bytes], extra_header: Optional[tuple[str, str]] = None) -> None:
+                  body: bytes | re.Pattern[bytes], extra_header: tuple[str, str] | None = None) -> None:
     """One request before measuring: wrk counts statuses, not bodies."""
     try:
         status, got_headers, got_body = http_get(server.url + path, headers)
@@ -462,7 +514,7 @@ class Context:
     load: Load
     connections: int
     workdir: Path
-    config: Path
+    trees: list[Tree]  # this checkout first, then --also-tree's
     report: Report
     hello_1w: dict[str, WrkResult] = field(default_factory=dict)  # for the 2-worker / 1-worker ratio
 
@@ -477,50 +529,70 @@ def median(results: list[WrkResult]) -> WrkResult:
     return sorted(results, key=lambda result: result.rps)[len(results) // 2]
 
 
-def rounds_note(ratios: list[Optional[float]]) -> str:
+def rounds_note(ratios: list[float | None]) -> str:
     return "rounds: " + ", ".join("-" if r is None else f"{r:.2f}×" for r in ratios) if len(ratios) > 1 else ""
 
 
-def pair(ctx: Context, scenario: str, host: Server, bare: Server, headers: dict[str, str], path: str,
-         body: bytes | re.Pattern[bytes], connections: int, extra: Optional[tuple[str, str]] = None) -> tuple[WrkResult, WrkResult]:
-    """Host, then its baseline right after, same load; `--rounds` times, alternating (a noisy
-    machine drifts: each round's two rows are neighbours in time). Rows show the medians."""
-    results: tuple[list[WrkResult], list[WrkResult]] = ([], [])
+def pair(ctx: Context, scenario: str, hosts: list[Server], bare: Server, headers: dict[str, str], path: str,
+         body: bytes | re.Pattern[bytes], connections: int, extra: tuple[str, str] | None = None
+         ) -> tuple[WrkResult, WrkResult]:
+    """Each host (this tree's, then --also-tree's), then the baseline right after, same load;
+    `--rounds` times, alternating (a noisy machine drifts: each round's rows are neighbours in
+    time). Rows show the medians; returns this tree's host's and the baseline's."""
+    servers = [*hosts, bare]
+    results: list[list[WrkResult]] = [[] for _ in servers]
     for round_index in range(ctx.load.rounds):
-        for server, measured in zip((host, bare), results):
+        for server, measured in zip(servers, results, strict=True):
             if round_index == 0:
                 verify_answer(ctx.report, server, headers, path, body, extra)
             log(f"{scenario}: {server.name}, {connections} connection(s), round {round_index + 1}/{ctx.load.rounds}")
             measured.append(measure(server.url + path, headers, connections, ctx.load, warm_up=round_index == 0))
             if server.dead():
                 raise RuntimeError(server.dead())
-    host_result, bare_result = median(results[0]), median(results[1])
-    note = rounds_note([ratio(h, b) for h, b in zip(*results)])
-    ctx.report.rows.append(Row(scenario, host.name, connections, host_result, ratio(host_result, bare_result), note))
+    medians = [median(measured) for measured in results]
+    bare_rounds, bare_result = results[-1], medians[-1]
+    for server, host_rounds, host_result in zip(hosts, results, medians, strict=False):
+        note = rounds_note([ratio(h, b) for h, b in zip(host_rounds, bare_rounds, strict=True)])
+        ctx.report.rows.append(Row(scenario, server.name, connections, host_result, ratio(host_result, bare_result),
+                                   note))
     ctx.report.rows.append(Row(scenario, bare.name, connections, bare_result))
-    return host_result, bare_result
+    for tree, other_rounds, other_result in zip(ctx.trees[1:], results[1:-1], medians[1:-1], strict=True):
+        ctx.report.comparisons.append(Comparison(
+            scenario, tree.label, ratio(other_result, medians[0]),
+            [ratio(o, c) for o, c in zip(other_rounds, results[0], strict=True)], [b.rps for b in bare_rounds]))
+    return medians[0], bare_result
 
 
-def scenario_hello(ctx: Context, host: Server, bare: Server) -> None:
-    h, b = pair(ctx, "a. hello", host, bare, HELLO, "/", HELLO_BODY, ctx.connections, ("x-hello", "1"))
+def host_row(ctx: Context) -> Row:
+    """This tree's host row of the pair just measured (the other trees' and the baseline's follow it)."""
+    return ctx.report.rows[-len(ctx.trees) - 1]
+
+
+def scenario_hello(ctx: Context, hosts: list[Server], bare: Server) -> None:
+    h, b = pair(ctx, "a. hello", hosts, bare, HELLO, "/", HELLO_BODY, ctx.connections, ("x-hello", "1"))
     ctx.hello_1w.update(host=h, bare=b)
     check_ratio(ctx.report, "hello, 1 worker: host / bare req/s", ratio(h, b), 0.60)
 
 
-def scenario_demo(ctx: Context, host: Server, bare: Server) -> None:
+def scenario_demo(ctx: Context, hosts: list[Server], bare: Server) -> None:
+    name = "c. demo id_1→id_2→Redis"
     problem = seed_redis()
     if problem:
-        ctx.report.rows.append(Row("c. demo id_1→id_2→Redis", "host / bare", ctx.connections, note=f"skipped: {problem}"))
+        ctx.report.rows.append(Row(name, "host / bare", ctx.connections, note=f"skipped: {problem}"))
         check_ratio(ctx.report, "demo chain: host / bare req/s", None, 0.50)
         return
-    h, b = pair(ctx, "c. demo id_1→id_2→Redis", host, bare, DEMO, DEMO_PATH, DEMO_BODY, ctx.connections)
+    try:
+        h, b = pair(ctx, name, hosts, bare, DEMO, DEMO_PATH, DEMO_BODY, ctx.connections)
+    finally:
+        unseed_redis()
     check_ratio(ctx.report, "demo chain: host / bare req/s", ratio(h, b), 0.50)
 
 
-def scenario_latency(ctx: Context, host: Server, bare: Server) -> None:
-    h, b = pair(ctx, "d. hello, 1 conn", host, bare, HELLO, "/", HELLO_BODY, 1, ("x-hello", "1"))
+def scenario_latency(ctx: Context, hosts: list[Server], bare: Server) -> None:
+    h, b = pair(ctx, "d. hello, 1 conn", hosts, bare, HELLO, "/", HELLO_BODY, 1, ("x-hello", "1"))
     diff = h.p50_us - b.p50_us
-    ctx.report.rows[-2].note = "; ".join(filter(None, [f"p50 host − bare: {diff:+.0f} µs", ctx.report.rows[-2].note]))
+    row = host_row(ctx)
+    row.note = "; ".join(filter(None, [f"p50 host − bare: {diff:+.0f} µs", row.note]))
     ctx.report.checks.append(Check("hello p50 at 1 connection: host − bare", diff, "≤ 100 µs", diff <= 100, " µs"))
 
 
@@ -535,8 +607,8 @@ def scenario_cpu(ctx: Context, host: Server) -> None:
     results = {connections: median(values) for connections, values in measured.items()}
     value = ratio(results[2], results[1])
     name = "e. cpu_hash (8 × FNV-1a over 1 MiB)"
-    note = "; ".join(filter(None, ["ratio: 2 conns / 1 conn",
-                                   rounds_note([ratio(two, one) for one, two in zip(measured[1], measured[2])])]))
+    rounds = rounds_note([ratio(two, one) for one, two in zip(measured[1], measured[2], strict=True)])
+    note = "; ".join(filter(None, ["ratio: 2 conns / 1 conn", rounds]))
     ctx.report.rows.append(Row(name, f"{host.name}, instance_num=2", 1, results[1]))
     ctx.report.rows.append(Row(name, f"{host.name}, instance_num=2", 2, results[2], value, note))
     check_ratio(ctx.report, "cpu_hash, 1 worker: 2 conns / 1 conn req/s", value, 1.70)
@@ -545,12 +617,15 @@ def scenario_cpu(ctx: Context, host: Server) -> None:
 def scenario_workers(ctx: Context) -> None:
     name = "b. hello, 2 workers"
     try:
-        with host_server(ctx.config, 2, ctx.workdir) as host, baseline_server(2, ctx.workdir) as bare:
-            processes = len(process_tree(host.procs[0].pid, process_table()))
-            h, b = pair(ctx, name, host, bare, HELLO, "/", HELLO_BODY, ctx.connections, ("x-hello", "1"))
-            ctx.report.rows[-2].note = "; ".join(filter(None, [f"{processes} process(es) in the host's tree",
-                                                               ctx.report.rows[-2].note]))
-            note_problems(ctx.report, host)
+        with contextlib.ExitStack() as servers:
+            hosts = [servers.enter_context(host_server(tree, 2, ctx.workdir)) for tree in ctx.trees]
+            bare = servers.enter_context(baseline_server(2, ctx.workdir))
+            processes = len(process_tree(hosts[0].procs[0].pid, process_table()))
+            h, b = pair(ctx, name, hosts, bare, HELLO, "/", HELLO_BODY, ctx.connections, ("x-hello", "1"))
+            row = host_row(ctx)
+            row.note = "; ".join(filter(None, [f"{processes} process(es) in the host's tree", row.note]))
+            for host in hosts:
+                note_problems(ctx.report, host)
     except WorkersUnsupported:
         log("skipped: --workers not available")
         ctx.report.rows.append(Row(name, "host (2 workers)", ctx.connections, note="skipped: --workers not available"))
@@ -605,10 +680,12 @@ def fmt_check(check: Check) -> str:
     return f"| {check.name} | {measured} | {check.target} | {verdict} |"
 
 
-def command_output(cmd: list[str]) -> str:
+def command_output(cmd: list[str], tree: Tree | None = None) -> str:
+    """The first line `cmd` prints, run in the tree (default: this checkout), or "?"."""
+    tree = tree or Tree(REPO)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=10,
-                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})  # read-only git
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree.root, timeout=10,
+                              env={**(tree.env() or os.environ), "GIT_OPTIONAL_LOCKS": "0"})  # read-only git
         return (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr) else "?"
     except (OSError, subprocess.SubprocessError):
         return "?"
@@ -621,11 +698,17 @@ def version(package: str) -> str:
         return "not installed"
 
 
-def engine_backend() -> str:
-    """The back-end the host will use (native unless the C extension is missing)."""
-    from abi.engine import available_backends
+def engine_backend(tree: Tree) -> str:
+    """The back-end the tree's host will use (native unless its C extension is missing)."""
+    code = "from abi.engine import available_backends; print(available_backends()[0])"
+    return os.environ.get("WASM_FAAS_ENGINE_BACKEND") or command_output([sys.executable, "-c", code], tree)
 
-    return os.environ.get("WASM_FAAS_ENGINE_BACKEND") or available_backends()[0]
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, or "?" where /proc/loadavg does not exist."""
+    with contextlib.suppress(OSError):
+        return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "?"
 
 
 def cpu_model() -> str:
@@ -643,19 +726,26 @@ def cpu_busy(seconds: float = 1.0) -> float:
     return CpuSample.now().others_share_since(before)
 
 
-def machine_lines(load: Load, connections: int) -> list[str]:
+def machine_lines(report: Report, load: Load, connections: int, trees: list[Tree]) -> list[str]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     wrk_version = command_output(["wrk", "-v"]).split(" [")[0]
+    others = [f"- also measured: the host of `{tree.root}` (rows \"host {tree.label}\"), commit "
+              f"{command_output(['git', 'rev-parse', '--short', 'HEAD'], tree)}, engine back-end "
+              f"{engine_backend(tree)}: same venv, that tree's code and example functions; each round runs "
+              f"this host, then {tree.label}, then bare" for tree in trees[1:]]
     return [
         f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}; "
         f"command: `python bench/run.py {' '.join(sys.argv[1:])}`".rstrip(),
         f"- CPU: {cpu_model()}, {os.cpu_count()} cores ({usable} usable); Linux {platform.release()}",
         f"- Python {platform.python_version()}, wasmtime {version('wasmtime')}, aiohttp {version('aiohttp')}, "
         f"httptools {version('httptools')}, uvloop {version('uvloop')} (both servers use it when installed), "
-        f"{wrk_version}; host engine back-end: {engine_backend()}",
-        f"- host commit: {command_output(['git', 'rev-parse', '--short', 'HEAD'])} (uncommitted changes are measured too)",
+        f"{wrk_version}; host engine back-end: {engine_backend(trees[0])}",
+        f"- host commit: {command_output(['git', 'rev-parse', '--short', 'HEAD'])} "
+        "(uncommitted changes are measured too)",
+        *others,
         f"- CPU busy before the run (other processes): {load.busy_before:.0%}"
         + ("  **— the machine was not idle; numbers are skewed**" if load.busy_before > OTHERS_CPU_WARN else ""),
+        f"- load average (1 / 5 / 15 min): {report.loadavg_start} at the start, {report.loadavg_end} at the end",
         f"- load: wrk {load.threads} thread(s), {connections} connections unless noted, "
         f"{load.warmup} s warm-up + {load.duration} s measured per row"
         f"{f', {load.rounds} alternating rounds per pair (medians shown)' if load.rounds > 1 else ''}; "
@@ -663,13 +753,28 @@ def machine_lines(load: Load, connections: int) -> list[str]:
     ]
 
 
-def render(report: Report, load: Load, connections: int) -> str:
-    lines = ["# wasm-faas-host benchmark", "", *machine_lines(load, connections), "",
-             "| scenario | server | conns | req/s | p50 | p99 | non-2xx | socket errors | others' CPU | host/baseline | note |",
+def fmt_comparison(comparison: Comparison) -> str:
+    value = "–" if comparison.ratio is None else f"**{comparison.ratio:.2f}×**"
+    rounds = ", ".join("-" if r is None else f"{r:.2f}×" for r in comparison.rounds)
+    bare = sorted(comparison.bare_rps)
+    spread = (bare[-1] - bare[0]) / bare[len(bare) // 2] if bare and bare[0] > 0 else float("nan")
+    return (f"| {comparison.scenario} | {value} | {rounds} | "
+            f"{' / '.join(f'{rps:,.0f}' for rps in comparison.bare_rps)} ({spread:.1%}) |")
+
+
+def render(report: Report, load: Load, connections: int, trees: list[Tree]) -> str:
+    lines = ["# wasm-faas-host benchmark", "", *machine_lines(report, load, connections, trees), "",
+             "| scenario | server | conns | req/s | p50 | p99 | non-2xx | socket errors | others' CPU "
+             "| host/baseline | note |",
              "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
              *[fmt_row(row) for row in report.rows], "",
              "| check | measured | target | |", "|---|--:|--:|---|",
              *[fmt_check(check) for check in report.checks]]
+    if report.comparisons:  # --also-tree: the other host next to this one
+        label = report.comparisons[0].label
+        lines += ["", f"| scenario | {label} / this host, req/s (medians) | each round | "
+                      "bare req/s each round (max − min over median: the machine's own noise) |",
+                  "|---|--:|--:|--:|", *[fmt_comparison(comparison) for comparison in report.comparisons]]
     notes = list(report.notes)
     suspect = [row for row in report.rows if row.result and row.result.others_cpu > OTHERS_CPU_WARN]
     if suspect:
@@ -684,7 +789,7 @@ def render(report: Report, load: Load, connections: int) -> str:
 # main
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per row (default 10)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up seconds per row (default 2, 1 with --quick)")
@@ -698,7 +803,19 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
+    parser.add_argument("--also-tree", type=Path, metavar="DIR",
+                        help="also measure the host of another checkout of this project (same venv, its code "
+                             "and examples), alternating with this host and the baseline in every round")
+    parser.add_argument("--also-label", metavar="NAME",
+                        help="name of --also-tree's rows (default: the folder's name)")
     args = parser.parse_args(argv)
+    if args.also_tree:
+        args.also_tree = args.also_tree.resolve()
+        if not (args.also_tree / "host" / "__main__.py").exists():
+            parser.error(f"--also-tree {args.also_tree}: no host/__main__.py there")
+        if args.also_tree == REPO:
+            parser.error("--also-tree is this checkout")
+        args.also_label = args.also_label or args.also_tree.name
     args.only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = args.only - set(SCENARIOS)
     if unknown:
@@ -713,22 +830,25 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 
 def run_scenarios(ctx: Context, only: set[str]) -> None:
-    """Rows in table order, on one 1-worker host and one 1-process baseline."""
-    with host_server(ctx.config, 1, ctx.workdir) as host, baseline_server(1, ctx.workdir) as bare:
+    """Rows in table order, on one 1-worker host per tree and one 1-process baseline."""
+    with contextlib.ExitStack() as servers:
+        hosts = [servers.enter_context(host_server(tree, 1, ctx.workdir)) for tree in ctx.trees]
+        bare = servers.enter_context(baseline_server(1, ctx.workdir))
         if "hello" in only or "workers" in only:  # the 2-worker ratio needs the 1-worker numbers
-            scenario_hello(ctx, host, bare)
+            scenario_hello(ctx, hosts, bare)
         if "workers" in only:
             scenario_workers(ctx)  # its own servers; the 1-worker ones idle meanwhile
         if "demo" in only:
-            scenario_demo(ctx, host, bare)
+            scenario_demo(ctx, hosts, bare)
         if "latency" in only:
-            scenario_latency(ctx, host, bare)
+            scenario_latency(ctx, hosts, bare)
         if "cpu" in only:
-            scenario_cpu(ctx, host)
-        note_problems(ctx.report, host)
+            scenario_cpu(ctx, hosts[0])  # this tree's host only
+        for host in hosts:
+            note_problems(ctx.report, host)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench: `wrk` is not on PATH; install it first, e.g. `sudo apt-get install wrk`", file=sys.stderr)
@@ -738,8 +858,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     load = Load(duration=args.duration, warmup=args.warmup, threads=args.threads, rounds=max(1, args.rounds))
+    report = Report(loadavg_start=load_average())
     load.busy_before = cpu_busy()
-    report = Report()
+    trees = [Tree(REPO), *([Tree(args.also_tree, args.also_label)] if args.also_tree else [])]
     with tempfile.TemporaryDirectory(prefix="wasm-faas-bench-") as tmp:
         workdir = Path(tmp)
         functions = workdir / "functions"
@@ -748,7 +869,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             if "cpu" in args.only:
                 log("building bench/functions/cpu_hash.c")
                 build_cpu_hash(functions)
-            ctx = Context(load, args.connections, workdir, write_host_config(workdir, functions, args.instances), report)
+            trees = [write_host_config(workdir, functions, args.instances, tree) for tree in trees]
+            ctx = Context(load, args.connections, workdir, trees, report)
             run_scenarios(ctx, args.only)
         except KeyboardInterrupt:
             log("interrupted; servers stopped")
@@ -758,7 +880,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             if not report.rows:
                 return 1
             report.notes.append(f"run aborted: {str(error).splitlines()[0]}")
-    text = render(report, load, args.connections)
+    report.loadavg_end = load_average()
+    text = render(report, load, args.connections, trees)
     print(text, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
