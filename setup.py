@@ -30,11 +30,33 @@ def _codegen() -> ModuleType:
     return module
 
 
+# --- the embedded quickstart in an installed package (issue 15 item 12) ---
+QUICKSTART_DIRS = 'functions_dirs = ["../examples/functions"]'
+
+
+def _package_quickstart(build_lib: Path) -> None:
+    """`wasm-faas serve` with no --config loads configs/quickstart.toml; an installed package has no
+    repository beside it, so the file and the example modules it serves go into host/quickstart/
+    (host/config/model.py DEFAULT_CONFIG falls back to them), the folder rewritten to point there."""
+    text = (ROOT / "configs" / "quickstart.toml").read_text()
+    if QUICKSTART_DIRS not in text:
+        raise SystemExit(f"configs/quickstart.toml: expected the line {QUICKSTART_DIRS!r} to rewrite")
+    target = build_lib / "host" / "quickstart"
+    (target / "functions").mkdir(parents=True, exist_ok=True)
+    (target / "quickstart.toml").write_text(text.replace(QUICKSTART_DIRS, 'functions_dirs = ["functions"]'))
+    for module in sorted((ROOT / "examples" / "functions").glob("*.wasm")):
+        (target / "functions" / module.name).write_bytes(module.read_bytes())
+# --- end embedded quickstart ---
+
+
 class BuildPyWithProtos(build_py):
-    """build_py, then protoc into the tree the installed package will be imported from."""
+    """build_py, then protoc into the tree the installed package will be imported from (and, for a
+    regular build, the embedded quickstart)."""
 
     def run(self) -> None:
         super().run()
+        if not self.editable_mode:  # an editable install reads the repository's own files
+            _package_quickstart(Path(self.build_lib))
         # After the copy, so modules generated now replace any stale in-place ones build_py copied.
         target = ROOT if self.editable_mode else Path(self.build_lib)
         try:

@@ -3,9 +3,11 @@
 As in Envoy's filter manager, each step (request headers, then body, then trailers) passes through
 every instance before the next step starts; response steps run in reverse order. Every instance has
 its own stream context, but they share the request and response being built, so a filter can
-rewrite headers and bodies on the way. A local response, a closed stream, or a Pause with nothing
-pending stops the chain: the client gets what was produced. The response's status is what the guest
-gave; whether it can be sent is the listener's to decide (host/http/protocol.py `serialize`).
+rewrite headers and bodies on the way. A local response or a closed stream stops the chain: the
+client gets what was produced. A Pause holds the chain where it is until a later callback of that
+instance resumes the stream (abi/vm.py `run_step`); one the request's deadline overtakes closes every
+stream (the instances stay usable) and raises StreamPausedTooLong. The response's status is what the
+guest gave; whether it can be sent is the listener's to decide (host/http/protocol.py `serialize`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 from abi.engine import GuestTrap
 from abi.http import HttpRequest, HttpResponse
-from abi.vm import ProxyWasmVM, StreamState
+from abi.vm import ProxyWasmVM, StreamPausedTooLong, StreamState
 
 
 def run_chain(vms: Sequence[ProxyWasmVM], request: HttpRequest, deadline_s: float) -> HttpResponse:
@@ -43,6 +45,9 @@ def run_chain(vms: Sequence[ProxyWasmVM], request: HttpRequest, deadline_s: floa
         for vm, stream in streams:
             current = vm
             vm.close_stream(stream)
+    except StreamPausedTooLong:
+        _close_expired(streams)
+        raise
     except BaseException:
         current.broken = True
         raise
@@ -54,12 +59,24 @@ def _run(streams: list[tuple[ProxyWasmVM, StreamState]], steps: list[tuple[str, 
         for vm, stream in streams:
             try:
                 proceed = vm.run_step(stream, step, end_of_stream)
+            except StreamPausedTooLong:
+                raise  # no guest code was cut short: the instance is sound
             except GuestTrap:
                 vm.broken = True
                 raise
             if not proceed:
                 return False
     return True
+
+
+def _close_expired(streams: list[tuple[ProxyWasmVM, StreamState]]) -> None:
+    """The deadline passed with a stream paused: every instance finishes its stream context, as Envoy
+    destroys a timed-out stream's filters; one that traps meanwhile is broken (and replaced)."""
+    for vm, stream in streams:
+        try:
+            vm.close_expired_stream(stream)
+        except GuestTrap:
+            vm.broken = True
 
 
 def _local_response(streams: list[tuple[ProxyWasmVM, StreamState]]) -> HttpResponse | None:

@@ -7,6 +7,9 @@ import struct
 HeaderList = list[tuple[str, str]]
 
 _U32 = struct.Struct("<I")
+# A map with more entries is refused when decoded or grown (abi/limits.py): each entry costs the host
+# far more than its 10 serialized bytes, so a guest's map must not turn into millions of tuples.
+MAX_MAP_ENTRIES = 8192
 
 
 def first_value(pairs: HeaderList, name: str) -> str | None:
@@ -30,6 +33,8 @@ def decode_map(data: bytes) -> HeaderList:
     if len(data) < 4:
         raise ValueError("map shorter than its count")
     (count,) = _U32.unpack_from(data, 0)
+    if count > MAX_MAP_ENTRIES:
+        raise ValueError(f"map of {count} entries (at most {MAX_MAP_ENTRIES})")
     header_end = 4 + 8 * count
     if header_end > len(data):
         raise ValueError("map sizes run past the end")

@@ -4,6 +4,11 @@ The call order follows the proxy-wasm spec and Layotto's FaaS conventions (refer
 start-up `_initialize`/`_start` -> `proxy_get_id` -> root context -> `proxy_on_vm_start` ->
 `proxy_on_configure`; per request: context create -> request headers -> request body (the query
 string when the body is empty) -> trailers -> response headers/body -> done -> log -> delete.
+
+A stream callback that returns Pause waits, as in Envoy, until a later callback resumes it
+(`proxy_continue_stream`), answers it or closes it: a callback of a call it started, or root work
+(a tick, a queue delivery) posted to this instance while it holds the paused stream (abi/paused.py),
+which selects the stream with `proxy_set_effective_context`. The request's deadline bounds the wait.
 """
 
 from __future__ import annotations
@@ -24,13 +29,25 @@ from abi.engine import EPOCH_TICK_SECONDS, Guest, GuestMemoryError, GuestTrap, H
 from abi.http import HttpRequest, HttpResponse
 from abi.maps import HeaderList
 from abi.outbound import CallEvent, PendingCall, PendingGrpcCall, PendingGrpcStream, PendingHttpCall, http_result
+from abi.paused import PausedInstance, PausedStreams, RootWork
 from abi.services import HostServices
 
 ROOT_CONTEXT_ID = 1
+WAKE_UP = 0  # the inbox token of "root work was posted" (call tokens start at 1)
+EXPIRED_CLOSE_S = 1.0  # the budget of proxy_on_done/log/delete for a stream whose deadline passed while paused
 
 
 class StartupError(Exception):
     """The module could not be started as a plugin (trap, or a start-up callback returned false)."""
+
+
+class StreamPausedTooLong(GuestTrap):
+    """A paused stream was neither resumed, answered nor closed by the request's deadline. No guest
+    code was running: unlike other traps the instance stays usable (abi/chain.py closes the streams;
+    the caller answers 504)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, interrupted=True)
 
 
 @dataclass
@@ -69,6 +86,7 @@ class StreamState:
     closed: bool = False
     done_pending: bool = False
     resumed: bool = False  # proxy_continue_stream was called while the stream was paused
+    guest_bytes: int = 0  # net bytes the guest added to this stream's header maps (abi/limits.py)
 
 
 class ProxyWasmVM:
@@ -88,6 +106,12 @@ class ProxyWasmVM:
         self.properties: dict[str, bytes] = {}  # set by the guest outside a stream
         self.stream: StreamState | None = None
         self.effective_context = ROOT_CONTEXT_ID
+        # The stream of this instance's request while it waits paused (proxy_set_effective_context
+        # may select it from root work), and the instances of this pool that hold one: the deployer
+        # gives every instance of a pool the same PausedStreams.
+        self.waiting_stream: StreamState | None = None
+        self.paused_streams = PausedStreams()
+        self._request_budget_s = 0.0
         self._context_ids = itertools.count(ROOT_CONTEXT_ID + 1)
         self.broken = False
         self.abi_version = abi_version(self.guest.has_export)
@@ -95,14 +119,15 @@ class ProxyWasmVM:
         # threads, what the call callback now running may read (buffers 4/5, maps 4-7), proxy_get_status.
         self.pending_calls: dict[int, PendingCall] = {}
         self._tokens = itertools.count(1)
-        self._inbox: queue.SimpleQueue[tuple[int, CallEvent]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[int, CallEvent | None]] = queue.SimpleQueue()
         self.call_buffers: dict[int, bytes] = {}
         self.call_maps: dict[int, HeaderList] = {}
         self.last_status: tuple[int, bytes] = (0, b"")
         self.tick_period_ms = 0
         self._wall_deadline = 0.0
-        # Set by the host: run a root-context callback on some idle instance of this function.
-        self.on_background: Callable[[Callable[[ProxyWasmVM], None]], None] | None = None
+        # Set by the host: run root-context work on the instances of this pool holding a paused
+        # stream, or else on an idle one.
+        self.on_background: Callable[[RootWork], None] | None = None
         cb = self.guest.func
         self._allocate = cb("proxy_on_memory_allocate") or cb("malloc")
         self._on_context_create = cb("proxy_on_context_create")
@@ -220,6 +245,7 @@ class ProxyWasmVM:
                                  request_trailers=shared.request_trailers, response=shared.response,
                                  response_body=shared.response_body)
         self._wall_deadline = self._arm(deadline_s)
+        self._request_budget_s = deadline_s
         self._enter(stream)
         try:
             if self._on_context_create is not None:
@@ -230,18 +256,21 @@ class ProxyWasmVM:
 
     def run_step(self, stream: StreamState, step: str, end_of_stream: bool) -> bool:
         """One stream callback (`request_headers`, `request_body`, `request_trailers`,
-        `response_headers`, `response_body`); False when the guest paused with nothing pending,
-        closed the stream or answered locally. A Pause with nothing outstanding ends the guest's
-        part: the client gets what was produced."""
+        `response_headers`, `response_body`); False when the guest closed the stream or answered
+        locally. A Pause waits until a later callback resumes, answers or closes the stream;
+        raises StreamPausedTooLong when none did by the request's deadline."""
         callback, size = self._step_callback(stream, step)
         if callback is None:
             return True
         self._enter(stream)
+        stream.resumed = False  # a continue before this callback paused anything resumes nothing
         try:
             action = callback(stream.context_id, size, int(end_of_stream))
             # Calls the callback started: wait for them here, run their callbacks (which may
             # resume the stream with proxy_continue_stream, or answer with a local response).
             self.drain_calls(self._wall_deadline)
+            if action == Action.PAUSE and not _settled(stream):
+                self._wait_paused(stream)
         except GuestTrap:
             self.cancel_calls()
             raise
@@ -249,11 +278,50 @@ class ProxyWasmVM:
             self._leave()
         if stream.local_response is not None or stream.closed:
             return False
-        if action == Action.PAUSE:
-            if not stream.resumed:
-                return False
-            stream.resumed = False
+        stream.resumed = False
         return True
+
+    def _wait_paused(self, stream: StreamState) -> None:
+        """The stream paused with nothing pending. Until a callback resumes, answers or closes it
+        (and the calls it started are done), this thread serves the instance: call events, and the
+        pool's root work, which comes here while the stream is paused (abi/paused.py). Guest code
+        is not running meanwhile and the GIL is released."""
+        wall_deadline = self._wall_deadline
+        mailbox = PausedInstance(self._wake_up)
+        self.waiting_stream = stream
+        self.paused_streams.pause(mailbox)
+        try:
+            while self.pending_calls or not _settled(stream):
+                work = self.paused_streams.next_work(mailbox)
+                if work is None:
+                    self._next_event(wall_deadline)
+                    continue
+                self._set_deadline(max(0.0, wall_deadline - time.monotonic()))
+                work(self)  # root work: run_root_callback sees waiting_stream and runs it as part of the request
+        finally:
+            self.waiting_stream = None
+            leftovers = self.paused_streams.resume(mailbox)
+            background = self.on_background
+            if background is not None:
+                for work in leftovers:  # posted after the wait ended: for another instance
+                    background(work)
+        self._set_deadline(max(0.0, wall_deadline - time.monotonic()))
+
+    def _wake_up(self) -> None:
+        self._inbox.put((WAKE_UP, None))
+
+    def select_context(self, context_id: int) -> bool:
+        """proxy_set_effective_context: the root context, the stream whose callback runs, or the
+        paused stream of this instance's request — which root work (a tick, a queue delivery)
+        selects to resume or answer it. False for any other id."""
+        if context_id == ROOT_CONTEXT_ID:
+            self.effective_context = ROOT_CONTEXT_ID
+            return True
+        for stream in (self.stream, self.waiting_stream):
+            if stream is not None and stream.context_id == context_id:
+                self.stream, self.effective_context = stream, context_id
+                return True
+        return False
 
     def _step_callback(self, stream: StreamState, step: str) -> tuple[Callable[..., int | None] | None, int]:
         if step == "request_headers":
@@ -275,6 +343,12 @@ class ProxyWasmVM:
             self._finish_context(stream.context_id, stream)
         finally:
             self._leave()
+
+    def close_expired_stream(self, stream: StreamState) -> None:
+        """close_stream once the request's deadline passed while a stream was paused: the guest's
+        finishing callbacks get a short budget of their own (no longer than the request's)."""
+        self._set_deadline(min(EXPIRED_CLOSE_S, max(self._request_budget_s, EPOCH_TICK_SECONDS)))
+        self.close_stream(stream)
 
     def _enter(self, stream: StreamState) -> None:
         self._saved = (self.stream, self.effective_context)
@@ -327,19 +401,31 @@ class ProxyWasmVM:
         if not self.pending_calls:
             return
         while self.pending_calls:
-            soonest = min(self.pending_calls.values(), key=lambda call: call.deadline)
-            wait_until = min(soonest.deadline, wall_deadline)
-            try:
-                token, event = self._inbox.get(timeout=max(0.0, wait_until - time.monotonic()))
-            except queue.Empty:
-                if time.monotonic() >= wall_deadline:
-                    raise GuestTrap("request deadline passed while waiting for outbound calls",
-                                    interrupted=True) from None
-                token, event = soonest.token, soonest.expire()
-            call = self.pending_calls.get(token)
-            if call is not None:  # else a late event of a call that was cancelled, closed or expired
-                call.deliver(self, event)
+            self._next_event(wall_deadline)
         self._set_deadline(max(0.0, wall_deadline - time.monotonic()))
+
+    def _next_event(self, wall_deadline: float) -> None:
+        """Wait for the next inbox event (or a call's own deadline) and hand it to its call. Past
+        `wall_deadline`: interrupted while calls are in flight; StreamPausedTooLong with none (only
+        a paused stream waits without calls)."""
+        soonest = min(self.pending_calls.values(), key=lambda call: call.deadline) if self.pending_calls else None
+        wait_until = wall_deadline if soonest is None else min(soonest.deadline, wall_deadline)
+        try:
+            token, event = self._inbox.get(timeout=max(0.0, wait_until - time.monotonic()))
+        except queue.Empty:
+            if time.monotonic() >= wall_deadline:
+                if soonest is None:
+                    raise StreamPausedTooLong("the stream paused and no callback resumed or answered it "
+                                              "within the request's deadline") from None
+                raise GuestTrap("request deadline passed while waiting for outbound calls",
+                                interrupted=True) from None
+            if soonest is None:
+                return  # woke a moment early: wait again
+            token, event = soonest.token, soonest.expire()
+        call = self.pending_calls.get(token)
+        # Else a wake-up (root work was posted), or a late event of a call cancelled, closed or expired.
+        if call is not None and event is not None:
+            call.deliver(self, event)
 
     def run_call_callback(self, name: str, token: int, *args: int, buffers: dict[int, bytes] | None = None,
                           maps: dict[int, HeaderList] | None = None,
@@ -380,9 +466,20 @@ class ProxyWasmVM:
         return lambda queue_id: background(lambda vm: vm.run_root_callback("proxy_on_queue_ready", queue_id))
 
     def run_root_callback(self, name: str, *args: int, deadline_s: float = 10.0) -> None:
-        """Call a root-context callback (proxy_on_tick, proxy_on_queue_ready) between requests."""
+        """Call a root-context callback (proxy_on_tick, proxy_on_queue_ready) between requests — or,
+        on an instance whose stream is paused, as part of that request: under its deadline and fuel,
+        and a trap fails the request."""
         callback = self.guest.func(name)
         if callback is None or self.broken:
+            return
+        if self.waiting_stream is not None:
+            saved = self.stream, self.effective_context
+            # The root context's callback: the paused stream is reachable once it selects it.
+            self.stream, self.effective_context = None, ROOT_CONTEXT_ID
+            try:
+                callback(ROOT_CONTEXT_ID, *args)
+            finally:
+                self.stream, self.effective_context = saved
             return
         wall_deadline = self._arm(deadline_s)
         try:
@@ -396,6 +493,11 @@ class ProxyWasmVM:
     # -- logging helper ------------------------------------------------------------------------------
     def guest_log(self, level: int, message: str) -> None:
         self.log.log(_PY_LEVELS.get(level, logging.INFO), "[%s] %s", self.function_id, message)
+
+
+def _settled(stream: StreamState) -> bool:
+    """A paused stream was resumed, answered or closed."""
+    return stream.resumed or stream.closed or stream.local_response is not None
 
 
 ABI_MARKERS = {"proxy_abi_version_0_2_1": "0.2.1", "proxy_abi_version_0_2_0": "0.2.0",

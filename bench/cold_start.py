@@ -366,6 +366,8 @@ functions_dirs = [{str(functions)!r}]
 
 [server]
 cache_dir = {str(cache)!r}
+grpc = ""
+dapr_http = ""
 
 [state.state_demo]
 type = "memory"

@@ -401,6 +401,8 @@ functions_dirs = [{str(tree.examples)!r}, {str(functions_dir)!r}]
 
 [server]
 cache_dir = {str(workdir / f"module-cache{suffix}")!r}
+grpc = ""       # the runtime API listeners are not measured here (and would take fixed ports)
+dapr_http = ""
 
 [function_defaults]
 instance_num = {instance_num}

@@ -116,7 +116,8 @@ class App:
         components = {name: {"status": Status.UP if ok else Status.DOWN, "detail": detail}
                       for name, (ok, detail) in self.health.last.items()}
         failed = self.failures()
-        details = {"functions": self.router.ids(), "failed": failed, "components": components}
+        details = {"functions": self.router.ids(), "failed": failed, "components": components,
+                   "limits": self.engine.limits()}  # issue 16: the memory-map budget, its refusals
         status = self.status
         if status == Status.UP and (failed or any(c["status"] == Status.DOWN for c in components.values())):
             status = Status.DOWN

@@ -4,7 +4,7 @@
     python scripts/build_components.py                       # the examples -> examples/functions-components/
     python scripts/build_components.py my_fn.py --out DIR    # your functions (.py, .js) -> DIR/<stem>.wasm
     python scripts/build_components.py --tests DIR           # the test guests (tests/components_wasm/guests)
-    python scripts/build_components.py --precompile DIR      # ... and compile them into a host cache_dir
+    python scripts/build_components.py --precompile [DIR]    # ... and compile them into a host cache_dir
     python scripts/build_components.py --bindings DIR        # the world's Python bindings, for an editor
 
 Toolchains, pinned: componentize-py 0.25.1 (PyPI: `pip install -e '.[test]'` installs it) for
@@ -18,10 +18,12 @@ The world: `named-function` when the source exports an identity (Python `class I
 
 Builds are cached in .cache/components/builds/ by a hash of the source, the world and the toolchain:
 a component is 12-18 MB and takes tens of seconds to build, so they are not committed (the examples'
-folder is a build output) and CI builds them once (.ci/run). Outputs are replaced atomically, so a
-functions-folder watcher never sees half a file. `--precompile DIR` also compiles each output with
-the host's engine into DIR (the host's `server.cache_dir`): a host using that cache deploys it in
-milliseconds instead of tens of seconds.
+folder is a build output) and CI builds them once (.ci/run). Hence no `--check` as the other build
+scripts have: there is no committed build to compare with (and componentize-py's output is not
+byte-for-byte reproducible). Outputs are replaced atomically, so a
+functions-folder watcher never sees half a file. `--precompile [DIR]` also compiles each output with
+the host's engine into DIR (a host's `server.cache_dir`; without DIR, the host's default cache): a
+host using that cache deploys it in milliseconds instead of tens of seconds.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ CACHE = ROOT / ".cache" / "components"
 EXAMPLE_SOURCES = (ROOT / "examples" / "functions" / "python", ROOT / "examples" / "functions" / "javascript")
 EXAMPLES_OUT = ROOT / "examples" / "functions-components"
 TEST_SOURCES = ROOT / "tests" / "components_wasm" / "guests"
+# The host's default `server.cache_dir` (host/functions/cache.py default_cache_dir).
+DEFAULT_HOST_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wasm-faas"
 
 COMPONENTIZE_PY = "0.25.1"
 COMPONENTIZE_JS = "0.23.0"
@@ -198,6 +202,10 @@ def build(source: Source, out_dir: Path, js: tuple[str, Path] | None) -> tuple[P
 
 
 def build_all(sources: list[Source], out_dir: Path, jobs: int) -> list[tuple[Path, bool]]:
+    stems = [source.path.stem for source in sources]
+    clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if clashes:
+        raise BuildError(f"two sources would both build {', '.join(f'{s}.wasm' for s in clashes)}")
     if any(s.language == "python" for s in sources):
         check_python_toolchain()
     js = js_toolchain() if any(s.language == "javascript" for s in sources) else None
@@ -235,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sources", nargs="*", type=Path, help="functions to build (.py, .js); default: the examples")
     parser.add_argument("--out", type=Path, help=f"output folder (default: {_shown(EXAMPLES_OUT)} for the examples)")
     parser.add_argument("--tests", type=Path, metavar="DIR", help=f"build {_shown(TEST_SOURCES)} into DIR")
-    parser.add_argument("--precompile", type=Path, metavar="CACHE_DIR",
-                        help="also compile the outputs into this host module cache (server.cache_dir)")
+    parser.add_argument("--precompile", type=Path, metavar="CACHE_DIR", nargs="?", const=DEFAULT_HOST_CACHE,
+                        help="also compile the outputs into this host module cache (server.cache_dir; default: "
+                             "the host's default, $XDG_CACHE_HOME/wasm-faas or ~/.cache/wasm-faas)")
     parser.add_argument("--bindings", type=Path, metavar="DIR", help="write the world's Python bindings to DIR")
     parser.add_argument("--world", default="named-function", help="the world of --bindings (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),

@@ -27,6 +27,54 @@ IN_CI = os.environ.get("CI") == "true"
 ENGINE_BACKENDS = available_backends()
 
 
+# --- the suite leaves nothing in Redis (issue 15 item 12) ---
+_REDIS_GRACE_TTL_S = 30  # a key expiring within this long goes by itself (a lock's lease): not counted
+
+
+def _redis_keys() -> set[bytes] | None:
+    """The key names in the Redis the tests use (redis-cli --scan), or None when it does not answer."""
+    import redis
+
+    try:
+        client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5, socket_connect_timeout=1)
+        try:
+            return set(client.scan_iter(count=1000))
+        finally:
+            client.close()
+    except redis.RedisError:
+        return None
+
+
+def _lasting(keys: set[bytes]) -> list[bytes]:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=5)
+    try:
+        return sorted(key for key in keys if not 0 <= client.ttl(key) <= _REDIS_GRACE_TTL_S)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_left_as_found() -> Any:
+    """Fails the session in CI (warns elsewhere, where other runs may share the server) when keys
+    were added to Redis and are still there at the end."""
+    before = _redis_keys()
+    yield
+    if before is None:
+        return
+    after = _redis_keys()
+    added = _lasting((after or set()) - before)
+    if added:
+        message = f"the tests left {len(added)} key(s) in Redis: {[k.decode(errors='replace') for k in added[:20]]}"
+        if IN_CI:
+            pytest.fail(message)
+        import warnings
+
+        warnings.warn(message, stacklevel=1)
+# --- end Redis check ---
+
+
 @pytest.fixture(scope="session")
 def c_guests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/guests/c/*.c compiled with zig (the same build script CI uses)."""

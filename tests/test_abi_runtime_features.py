@@ -180,6 +180,7 @@ async def test_http_call_timeout_and_unreachable(serve, tmp_path: Path, caplog) 
         write_guest(folder, "impatient", _http_call_guest("echo", "/slow", 200))
         write_guest(folder, "stranded", _http_call_guest("nowhere", "/", 1000))
         write_guest(folder, "lost", _http_call_guest("unknown", "/", 1000))
+        (folder / "lost.toml").write_text("timeout_ms = 300\n")
         config = make_config(tmp_path, folder, function_defaults={"instance_num": 1}, upstreams={
             "echo": f"http://127.0.0.1:{port}", "nowhere": f"http://127.0.0.1:{_closed_port()}"})
         client = await serve(config)
@@ -206,10 +207,10 @@ async def test_http_call_timeout_and_unreachable(serve, tmp_path: Path, caplog) 
         r.ret(), r.ret()
         assert r.u32() == OK and r.u32() == 0 and b"nowhere" in r.bytes()  # connection refused
 
-        # Unknown upstream: refused at once (BadArgument); the paused stream has nothing pending, so
-        # the client gets what the guest produced — nothing — instead of a hang.
+        # Unknown upstream: refused at once (BadArgument). The stream stays paused, as in Envoy, with
+        # nothing that could resume it: the request's own deadline ends it (504), not a hang.
         status, _, body = await client.call("lost")
-        assert (status, body) == (200, b"")
+        assert status == 504, body
         assert "proxy_http_call to unknown upstream 'unknown'" in caplog.text
     finally:
         await runner.cleanup()

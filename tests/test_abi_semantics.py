@@ -321,13 +321,19 @@ async def test_clocks(serve, tmp_path: Path) -> None:
 
 # -- the stream lifecycle --------------------------------------------------------------------------
 
-async def test_pause_without_output_answers_empty_200(serve, tmp_path: Path) -> None:
+async def test_a_pause_nothing_resumes_answers_504_at_the_deadline(serve, tmp_path: Path) -> None:
+    # As in Envoy, a paused stream waits for a later callback to resume it (tests/abi/test_pause_resume.py);
+    # when none does, the request's own deadline ends it and the instance serves the next request.
     g = WatGuest()
-    client = await start(serve, tmp_path, pauser=g.module(proxy_on_request_headers="(i32.const 1)"))
+    folder = functions_dir(tmp_path, EXAMPLES / "hello.wasm")
+    write_guest(folder, "pauser", g.module(proxy_on_request_headers="(i32.const 1)"))
+    client = await serve(make_config(tmp_path, folder, function_defaults={"instance_num": 1, "timeout_ms": 300}))
     started = time.perf_counter()
-    status, _, body = await client.call("pauser")
-    assert (status, body) == (200, b"")
-    assert time.perf_counter() - started < 5  # answered, not left waiting for a resume
+    status, _, _ = await client.call("pauser")
+    assert status == 504 and 0.25 < time.perf_counter() - started < 5
+    assert (await client.call("pauser"))[0] == 504  # the same single instance answers again
+    _, info = await client.admin_get("/functions/pauser")
+    assert info["versions"][0]["replaced_instances"] == 0
 
 
 TRACE = 2048  # where the lifecycle guests record which callbacks ran

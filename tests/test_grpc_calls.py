@@ -263,7 +263,7 @@ async def test_cancel_stops_calls_and_streams_without_callbacks(serve, tmp_path:
     (call $emit {g.call("proxy_grpc_cancel", TOKEN)})
     (call $emit {g.call("proxy_grpc_send", TOKEN, g.s("b"), 0)})  ;; cancelled: NotFound
     (call $flush)
-    (i32.const 1)"""  # Pause with nothing pending: the request ends, no callback runs
+    (i32.const 0)"""  # Continue: the request ends at once, and no callback may run for what was cancelled
     client = await serve_guests(serve, tmp_path, {"echo": f"127.0.0.1:{echo_server.port}"},
                                 canceller=g.module(proxy_on_request_headers=request, **_recording_callbacks(g)))
     started = time.monotonic()
@@ -324,13 +324,13 @@ async def test_refusals(serve, tmp_path: Path, echo_server: EchoServer, caplog) 
 async def test_allowed_upstreams_applies_to_grpc(serve, tmp_path: Path, echo_server: EchoServer) -> None:
     folder = functions_dir(tmp_path)
     write_guest(folder, "limited", unary_guest("echo", "Say"))
-    (folder / "limited.toml").write_text('allowed_upstreams = ["something_else"]\n')
+    (folder / "limited.toml").write_text('allowed_upstreams = ["something_else"]\ntimeout_ms = 300\n')
     client = await serve(make_config(tmp_path, folder, function_defaults={"instance_num": 1},
                                      grpc_upstreams={"echo": f"127.0.0.1:{echo_server.port}"}))
     status, _, body = await client.call("limited")
-    assert status == 200
-    # Refused: nothing pending, so the paused stream ends with what the guest produced (nothing).
-    assert body == b""
+    # Refused (BadArgument, as an unknown upstream): no call started, so nothing resumes the paused
+    # stream and its deadline ends it. An allowed upstream's answer resumes it (the tests above).
+    assert status == 504, body
 
 
 # -- host side ---------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ async def test_modules_reporting_the_same_id_share_it_at_random(serve, tmp_path:
     folder.mkdir()
     (folder / "first.wat").write_text(SAME_ID_WAT.replace("$BODY", "a"))
     (folder / "second.wat").write_text(SAME_ID_WAT.replace("$BODY", "b"))
-    client = await serve(make_config(tmp_path, folder))
+    client = await serve(make_config(tmp_path, folder, server={"duplicate_ids": "random"}))  # Layotto's choice
     bodies = [(await client.call("shared"))[2] for _ in range(60)]
     assert set(bodies) == {b"a", b"b"}
     assert 10 < bodies.count(b"a") < 50  # random choice, not always the same module

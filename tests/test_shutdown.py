@@ -36,7 +36,7 @@ def _config(tmp_path: Path, c_guests: Path, grace_ms: int | None = None) -> Path
     grace = f"shutdown_grace_ms = {grace_ms}\n" if grace_ms is not None else ""
     path = tmp_path / "host.toml"
     path.write_text(f'functions_dirs = ["functions"]\n[server]\nlisten = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n'
-                    f'cache_dir = "cache"\n{grace}[function_defaults]\ninstance_num = 1\n')
+                    f'grpc = "127.0.0.1:0"\ndapr_http = "127.0.0.1:0"\ncache_dir = "cache"\n{grace}[function_defaults]\ninstance_num = 1\n')
     return path
 
 

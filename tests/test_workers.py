@@ -27,6 +27,8 @@ functions_dirs = ["functions"]
 [server]
 listen = "127.0.0.1:0"
 admin = "127.0.0.1:0"
+grpc = "127.0.0.1:0"
+dapr_http = "127.0.0.1:0"
 cache_dir = "cache"
 admin_token = "s3cret"
 watch_debounce_ms = 50
@@ -113,8 +115,11 @@ def test_two_workers_share_the_port_and_one_admin_api_speaks_for_both(cluster: C
     assert post_json(cluster.admin + "/wasm/update", {"name": "function_1", "instance_num": 3}, TOKEN) == (200, b"")
 
     def resized() -> bool:
-        return all(_function(w, "id_1")["instances"] == {"total": 3, "busy": 0, "configured": 3}  # type: ignore
-                   for w in cluster.workers())
+        def counts(worker: dict) -> tuple[int, int, int]:
+            instances = _function(worker, "id_1")["instances"]  # type: ignore[index]
+            return instances["total"], instances["busy"], instances["configured"]
+
+        return all(counts(w) == (3, 0, 3) for w in cluster.workers())
     wait_until(resized, 10, "function_1 at 3 instances in both workers")
     status, body = post_json(cluster.admin + "/wasm/update", {"name": "nope", "instance_num": 1}, TOKEN)
     assert (status, body) == (500, b'{"error": "no function named \'nope\'"}')  # said once, not per worker

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,10 +31,11 @@ from abi.engine._guest import (
     GuestTrap,
     HostFunction,
 )
+from abi.engine._maps import INSTANCE_MAPS, MODULE_MAPS, MapBudget, ResourceLimitError  # issue 16: density
 
 __all__ = [
     "I32", "I64", "Guest", "GuestExit", "GuestMemoryError", "GuestTrap", "HostFunction", "HostLinker",
-    "WasmEngine", "EPOCH_TICK_SECONDS", "UNLIMITED_FUEL",
+    "WasmEngine", "EPOCH_TICK_SECONDS", "UNLIMITED_FUEL", "store_limits", "MapBudget", "ResourceLimitError",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,16 @@ class HostLinker:
         self.functions = {key: hosts[0] for key, hosts in self.overloads.items()}
         self.linker = self._build(self.functions.values())
         self._variants: dict[tuple[HostFunction, ...], wasmtime.Linker] = {}
+        # --- per-module caches (issue 16) ---
+        # Reading `module.imports` builds a Python object per import (about 100 µs for a C module):
+        # done once per module, not at each instantiation and each check. The pre-linked modules
+        # (wasmtime InstancePre: imports resolved once) make an instantiation a store plus one call.
+        # Keyed weakly: an entry goes with its module.
+        self._signatures: weakref.WeakKeyDictionary[wasmtime.Module, tuple[_Import, ...]] = (
+            weakref.WeakKeyDictionary())
+        self._pre: weakref.WeakKeyDictionary[wasmtime.Module, wasmtime.InstancePre] = weakref.WeakKeyDictionary()
+        self._cache_lock = threading.Lock()
+        # --- end per-module caches ---
 
     def _build(self, functions: Iterable[HostFunction]) -> wasmtime.Linker:
         linker = wasmtime.Linker(self.engine.engine)
@@ -88,18 +101,38 @@ class HostLinker:
             self.engine._backend_define(linker, host)
         return linker
 
-    def _matching(self, imp: wasmtime.ImportType) -> HostFunction | None:
-        if not isinstance(imp.type, wasmtime.FuncType):
+    def imports_of(self, module: wasmtime.Module) -> tuple[_Import, ...]:
+        """`module`'s imports as plain tuples, read once per module."""
+        with self._cache_lock:
+            known = self._signatures.get(module)
+        if known is None:
+            known = tuple(_describe_import(imp) for imp in module.imports)
+            with self._cache_lock:
+                self._signatures[module] = known
+        return known
+
+    def instance_pre(self, module: wasmtime.Module) -> wasmtime.InstancePre:
+        """`module` pre-linked against the matching linker, built once per module."""
+        with self._cache_lock:
+            pre = self._pre.get(module)
+        if pre is None:
+            pre = self.for_module(module).instantiate_pre(module)
+            with self._cache_lock:
+                pre = self._pre.setdefault(module, pre)
+        return pre
+
+    def _matching(self, imp: _Import) -> HostFunction | None:
+        module, name, kind, params, results = imp
+        if kind != "FuncType":
             return None
-        wanted = ([str(p) for p in imp.type.params], [str(r) for r in imp.type.results])
-        for host in self.overloads.get((imp.module, imp.name or ""), ()):
-            if wanted == (list(host.params), list(host.results)):
+        for host in self.overloads.get((module, name), ()):
+            if (params, results) == (tuple(host.params), tuple(host.results)):
                 return host
         return None
 
     def for_module(self, module: wasmtime.Module) -> wasmtime.Linker:
         """The linker whose definitions match `module`'s imports."""
-        alternatives = tuple(host for imp in module.imports if (host := self._matching(imp)) is not None
+        alternatives = tuple(host for imp in self.imports_of(module) if (host := self._matching(imp)) is not None
                              and host is not self.functions[(host.module, host.name)])
         if not alternatives:
             return self.linker
@@ -113,31 +146,58 @@ class HostLinker:
     def only_pure_imports(self, module: wasmtime.Module) -> bool:
         """Whether every import of `module` is a pure host function (abi/imports/_registry.py): such
         a module may run inline on the event loop."""
-        return all((host := self._matching(imp)) is not None and host.pure for imp in module.imports)
+        return all((host := self._matching(imp)) is not None and host.pure for imp in self.imports_of(module))
 
     def missing_imports(self, module: wasmtime.Module) -> list[str]:
         """Imports of `module` this host does not provide (or provides with another signature)."""
         problems = []
-        for imp in module.imports:
-            name = f"{imp.module}.{imp.name}"
-            hosts = self.overloads.get((imp.module, imp.name or ""))
-            if not isinstance(imp.type, wasmtime.FuncType):
-                problems.append(f"{name} (a {type(imp.type).__name__}, only functions are provided)")
+        for imp in self.imports_of(module):
+            module_name, import_name, kind, params, results = imp
+            name = f"{module_name}.{import_name}"
+            hosts = self.overloads.get((module_name, import_name))
+            if kind != "FuncType":
+                problems.append(f"{name} (a {kind}, only functions are provided)")
             elif hosts is None:
                 problems.append(f"{name} (not provided)")
             elif self._matching(imp) is None:
-                wanted = ([str(p) for p in imp.type.params], [str(r) for r in imp.type.results])
                 offered = " or ".join(host.signature() for host in hosts)
-                problems.append(f"{name} (module expects ({', '.join(wanted[0])}) -> {wanted[1] or '()'}, "
+                problems.append(f"{name} (module expects ({', '.join(params)}) -> {list(results) or '()'}, "
                                 f"host provides {offered})")
         return problems
 
 
+# (module, name, type kind, parameter kinds, result kinds) of one import.
+_Import = tuple[str, str, str, tuple[str, ...], tuple[str, ...]]
+
+
+def _describe_import(imp: wasmtime.ImportType) -> _Import:
+    kind = imp.type
+    if isinstance(kind, wasmtime.FuncType):
+        return (imp.module, imp.name or "", "FuncType", tuple(str(p) for p in kind.params),
+                tuple(str(r) for r in kind.results))
+    return imp.module, imp.name or "", type(kind).__name__, (), ()
+
+
 UNLIMITED_FUEL = (1 << 63) - 1
+
+# --- store limits (issue 15 item 9): the memory limit bounds tables too ---
+MAX_TABLES = 8  # per instance; C, Rust, Go and AssemblyScript modules declare one
+TABLE_ELEMENT_BYTES = 8  # what wasmtime stores per table element
+MIN_TABLE_ELEMENTS = 10_000
+
+
+def store_limits(memory_limit_bytes: int) -> dict[str, int]:
+    """wasmtime store limits for one instance under `memory_limit_bytes`: its one linear memory up to
+    the limit, and at most MAX_TABLES tables whose elements together take at most the limit again
+    (a module declaring or growing beyond that fails to instantiate, or its table.grow returns -1)."""
+    per_table = max(MIN_TABLE_ELEMENTS, memory_limit_bytes // TABLE_ELEMENT_BYTES // MAX_TABLES)
+    return {"memory_size": memory_limit_bytes, "table_elements": per_table, "memories": 1, "tables": MAX_TABLES}
+# --- end store limits ---
 
 
 class WasmEngine:
-    def __init__(self, backend: str | None = None, *, fuel_metering: bool = False):
+    def __init__(self, backend: str | None = None, *, fuel_metering: bool = False,
+                 map_limit: int | None = None, map_reserve: int | None = None):
         backend = backend or os.environ.get("WASM_FAAS_ENGINE_BACKEND") or available_backends()[0]
         if backend not in BACKENDS:
             raise ValueError(f"unknown engine backend {backend!r} (expected one of {', '.join(BACKENDS)})")
@@ -166,15 +226,28 @@ class WasmEngine:
             self._guest_class, self._define = _public_backend.PublicGuest, _public_backend.define
         self._ticker: Any | None = None
         self.guests_may_hold_gil = False
+        # --- density (issue 16) ---
+        # Modules and instances are admitted only while the process stays clear of vm.max_map_count
+        # (abi/engine/_maps.py): past it wasmtime would abort the process.
+        self.maps = MapBudget(map_limit, map_reserve)
+        _start_compiler_threads(self.engine)
+        # --- end density ---
+
+    def limits(self) -> dict[str, Any]:
+        """Process limits the engine enforces, for readiness and the listings."""
+        return {"memory_maps": self.maps.state()}
 
     def _backend_define(self, linker: wasmtime.Linker, host: HostFunction) -> None:
         self._define(linker, host)
 
     # -- modules ------------------------------------------------------------------------------
     def compile(self, wasm: bytes) -> wasmtime.Module:
+        """Raises ResourceLimitError (before compiling) when the process is out of memory mappings."""
+        self.maps.admit(MODULE_MAPS, "load a module")
         return wasmtime.Module(self.engine, wasm)
 
     def deserialize_file(self, path: str) -> wasmtime.Module:
+        self.maps.admit(MODULE_MAPS, "load a module")
         return wasmtime.Module.deserialize_file(self.engine, path)
 
     def linker(self, functions: Sequence[HostFunction]) -> HostLinker:
@@ -183,15 +256,18 @@ class WasmEngine:
     def instantiate(self, linker: HostLinker, module: wasmtime.Module, owner: Any,
                     *, memory_limit_bytes: int | None = None, start_deadline_s: float = 10.0) -> GuestBase:
         """A new instance in its own store. The module's start function (which runs inside
-        instantiation) is bounded by `start_deadline_s`; afterwards no deadline until a call sets one."""
+        instantiation) is bounded by `start_deadline_s`; afterwards no deadline until a call sets one.
+        Raises ResourceLimitError (before allocating) when the process is out of memory mappings."""
+        pre = linker.instance_pre(module)  # imports resolved once per module (issue 16)
+        self.maps.admit(INSTANCE_MAPS, "start an instance")
         store = wasmtime.Store(self.engine)
         if memory_limit_bytes is not None:
-            store.set_limits(memory_size=memory_limit_bytes)
+            store.set_limits(**store_limits(memory_limit_bytes))
         store.set_epoch_deadline(max(1, math.ceil(start_deadline_s / EPOCH_TICK_SECONDS)) + 1)
         if self.fuel_metering:
             store.set_fuel(UNLIMITED_FUEL)  # a metered store starts empty; budgets are set per request
         try:
-            instance = linker.for_module(module).instantiate(store, module)
+            instance = pre.instantiate(store)
         except wasmtime.Trap as error:
             from abi.engine._guest import trap_from_wasmtime
             raise trap_from_wasmtime(error) from None
@@ -213,3 +289,15 @@ class WasmEngine:
             self._ticker.stop()
             self._ticker = None
             self.guests_may_hold_gil = False
+
+
+# --- density (issue 16) ---
+# Two functions, so that compiling it runs wasmtime's parallel compilation.
+_WARM_UP = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x03\x03\x02\0\0\x0a\x07\x02\x02\0\x0b\x02\0\x0b"
+
+
+def _start_compiler_threads(engine: wasmtime.Engine) -> None:
+    """Compile a tiny module now, while threads can be started: wasmtime starts its compiler thread
+    pool on the first compilation, and a pool that cannot start its threads aborts the process."""
+    wasmtime.Module(engine, _WARM_UP)
+# --- end density ---

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from abi.codes import BufferType, Status
 from abi.imports._registry import ImportGroup
+from abi.limits import check_body
 
 hostcall = ImportGroup(pure=True)
 
 _MAX_BUFFER_TYPE = max(BufferType)
+_NAMES: dict[int, str] = {BufferType.HTTP_REQUEST_BODY: "the request body",
+                          BufferType.HTTP_RESPONSE_BODY: "the response body",
+                          BufferType.CALL_DATA: "the call data buffer"}
 
 
 def _buffer(vm, buffer_type: int) -> bytearray | bytes | int:
@@ -50,9 +54,12 @@ def proxy_set_buffer_bytes(vm, buffer_type: int, start: int, size: int, ptr: int
     if not isinstance(buffer, bytearray):
         return Status.BAD_ARGUMENT  # configuration buffers are read-only
     value = vm.guest.read(ptr, length)
-    if start >= len(buffer):
+    current = len(buffer)
+    if start >= current:
+        check_body(vm, _NAMES.get(buffer_type, "a buffer"), current + len(value))
         buffer += value  # append (start may be the maximum size_t)
     else:
+        check_body(vm, _NAMES.get(buffer_type, "a buffer"), current - min(size, current - start) + len(value))
         buffer[start:start + size] = value  # replace `size` bytes at `start` (size 0: insert)
     return Status.OK
 

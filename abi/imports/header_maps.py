@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abi.codes import MapType, Status
 from abi.imports._registry import ImportGroup
+from abi.limits import charge_map, entry_cost, map_cost
 from abi.maps import HeaderList, decode_map, encode_map
 
 hostcall = ImportGroup(pure=True)
@@ -49,7 +50,9 @@ def proxy_set_header_map_pairs(vm, map_type: int, ptr: int, size: int) -> int:
         new_pairs = decode_map(vm.guest.read(ptr, size))
     except ValueError:
         return Status.BAD_ARGUMENT
-    pairs[:] = [(k.lower(), v) for k, v in new_pairs]
+    new_pairs = [(k.lower(), v) for k, v in new_pairs]
+    charge_map(vm, pairs, map_cost(new_pairs) - map_cost(pairs), len(new_pairs) - len(pairs))
+    pairs[:] = new_pairs
     return Status.OK
 
 
@@ -80,7 +83,9 @@ def proxy_add_header_map_value(vm, map_type: int, key_ptr: int, key_size: int, v
     pairs = _map(vm, map_type)
     if isinstance(pairs, int):
         return pairs
-    pairs.append((vm.read_str(key_ptr, key_size).lower(), vm.read_str(value_ptr, value_size)))
+    key, value = vm.read_str(key_ptr, key_size).lower(), vm.read_str(value_ptr, value_size)
+    charge_map(vm, pairs, entry_cost(key, value), 1)
+    pairs.append((key, value))
     return Status.OK
 
 
@@ -94,8 +99,10 @@ def proxy_replace_header_map_value(vm, map_type: int, key_ptr: int, key_size: in
     value = vm.read_str(value_ptr, value_size)
     positions = [i for i, (k, _) in enumerate(pairs) if k == key]
     if not positions:
+        charge_map(vm, pairs, entry_cost(key, value), 1)
         pairs.append((key, value))
         return Status.OK
+    charge_map(vm, pairs, entry_cost(key, value) - sum(entry_cost(*pairs[i]) for i in positions), 1 - len(positions))
     pairs[positions[0]] = (key, value)  # keep the first occurrence's place, drop the others
     for i in reversed(positions[1:]):
         del pairs[i]
@@ -108,5 +115,8 @@ def proxy_remove_header_map_value(vm, map_type: int, key_ptr: int, key_size: int
     if isinstance(pairs, int):
         return pairs
     key = vm.read_str(key_ptr, key_size).lower()
-    pairs[:] = [(k, v) for k, v in pairs if k != key]
+    kept = [(k, v) for k, v in pairs if k != key]
+    if len(kept) != len(pairs):
+        charge_map(vm, pairs, map_cost(kept) - map_cost(pairs), 0)
+    pairs[:] = kept
     return Status.OK

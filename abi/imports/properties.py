@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abi.codes import Status
 from abi.imports._registry import ImportGroup
+from abi.limits import check_properties
 from abi.properties import get_property, split_path
 
 hostcall = ImportGroup(pure=True)
@@ -26,5 +27,6 @@ def proxy_set_property(vm, path_ptr: int, path_size: int, value_ptr: int, value_
         return Status.BAD_ARGUMENT
     value = vm.guest.read(value_ptr, value_size)
     target = vm.stream.properties if vm.stream is not None else vm.properties
+    check_properties(vm, target, key, value)  # traps past the function's memory limit (abi/limits.py)
     target[key] = value
     return Status.OK

@@ -1,11 +1,20 @@
-"""Stream control: local responses, continue/close, proxy_done, effective context (+ the 0.1.0 names)."""
+"""Stream control: local responses, continue/close, proxy_done, effective context (+ the 0.1.0 names).
+
+Each acts on `vm.stream`: the stream whose callback runs, or the paused stream a root callback selected
+with proxy_set_effective_context (abi/vm.py `select_context`); in a root callback without one, NotFound.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from abi.codes import Status, StreamType
 from abi.http import HttpResponse
 from abi.imports._registry import ImportGroup
 from abi.maps import decode_map
+
+if TYPE_CHECKING:
+    from abi.vm import ProxyWasmVM
 
 hostcall = ImportGroup(pure=True)
 
@@ -13,8 +22,9 @@ _NO_GRPC_STATUS = 0xFFFFFFFF
 
 
 @hostcall("iiiiiiii")
-def proxy_send_local_response(vm, status_code: int, details_ptr: int, details_size: int, body_ptr: int,
-                              body_size: int, headers_ptr: int, headers_size: int, grpc_status: int) -> int:
+def proxy_send_local_response(vm: ProxyWasmVM, status_code: int, details_ptr: int, details_size: int,
+                              body_ptr: int, body_size: int, headers_ptr: int, headers_size: int,
+                              grpc_status: int) -> int:
     stream = vm.stream
     details = vm.read_str(details_ptr, details_size)
     body = vm.guest.read(body_ptr, body_size)
@@ -34,7 +44,7 @@ def proxy_send_local_response(vm, status_code: int, details_ptr: int, details_si
     return Status.OK
 
 
-def _check_stream_type(vm, stream_type: int) -> int:
+def _check_stream_type(vm: ProxyWasmVM, stream_type: int) -> int:
     if stream_type > max(StreamType):
         return Status.BAD_ARGUMENT
     if vm.stream is None:
@@ -43,23 +53,23 @@ def _check_stream_type(vm, stream_type: int) -> int:
 
 
 @hostcall("i")
-def proxy_continue_stream(vm, stream_type: int) -> int:
+def proxy_continue_stream(vm: ProxyWasmVM, stream_type: int) -> int:
     status = _check_stream_type(vm, stream_type)
-    if status == Status.OK:
-        vm.stream.resumed = True  # takes effect when the paused callback's calls have drained
+    if status == Status.OK and vm.stream is not None:
+        vm.stream.resumed = True  # takes effect when the callback now running, and the calls in flight, are done
     return status
 
 
 @hostcall("i")
-def proxy_close_stream(vm, stream_type: int) -> int:
+def proxy_close_stream(vm: ProxyWasmVM, stream_type: int) -> int:
     status = _check_stream_type(vm, stream_type)
-    if status == Status.OK:
+    if status == Status.OK and vm.stream is not None:
         vm.stream.closed = True
     return status
 
 
 @hostcall("")
-def proxy_done(vm) -> int:
+def proxy_done(vm: ProxyWasmVM) -> int:
     stream = vm.stream
     if stream is None or not stream.done_pending:
         return Status.NOT_FOUND
@@ -68,33 +78,29 @@ def proxy_done(vm) -> int:
 
 
 @hostcall("i")
-def proxy_set_effective_context(vm, context_id: int) -> int:
-    from abi.vm import ROOT_CONTEXT_ID
-
-    known = {ROOT_CONTEXT_ID} | ({vm.stream.context_id} if vm.stream is not None else set())
-    if context_id not in known:
-        return Status.BAD_ARGUMENT
-    vm.effective_context = context_id
-    return Status.OK
+def proxy_set_effective_context(vm: ProxyWasmVM, context_id: int) -> int:
+    # The root context, the running stream, or — from a tick or queue delivery — the paused stream
+    # of this instance's request, which the calls that follow then act on (as in Envoy).
+    return Status.OK if vm.select_context(context_id) else Status.BAD_ARGUMENT
 
 
 # ABI 0.1.0 spellings, so modules built by older SDKs link.
 @hostcall("")
-def proxy_continue_request(vm) -> int:
+def proxy_continue_request(vm: ProxyWasmVM) -> int:
     return proxy_continue_stream(vm, StreamType.HTTP_REQUEST)
 
 
 @hostcall("")
-def proxy_continue_response(vm) -> int:
+def proxy_continue_response(vm: ProxyWasmVM) -> int:
     return proxy_continue_stream(vm, StreamType.HTTP_RESPONSE)
 
 
 @hostcall("")
-def proxy_clear_route_cache(vm) -> int:
+def proxy_clear_route_cache(vm: ProxyWasmVM) -> int:
     return Status.OK
 
 
 @hostcall("ii")
-def proxy_get_configuration(vm, ptr_ptr: int, size_ptr: int) -> int:
+def proxy_get_configuration(vm: ProxyWasmVM, ptr_ptr: int, size_ptr: int) -> int:
     vm.return_bytes(vm.settings.plugin_config, ptr_ptr, size_ptr)
     return Status.OK

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from abi.codes import LogLevel, WasiErrno
 from abi.engine import GuestExit, GuestTrap, HostFunction
 from abi.imports._registry import ImportGroup
+from abi.imports.logging_time import emit
 
 if TYPE_CHECKING:
     from abi.vm import ProxyWasmVM
@@ -66,9 +67,9 @@ def fd_write(vm: ProxyWasmVM, fd: int, iovs: int, iovs_len: int, written_ptr: in
         return WasiErrno.BADF
     data = b"".join(vm.guest.read(ptr, length) for ptr, length in _read_iovecs(vm, iovs, iovs_len))
     vm.guest.check_writable((written_ptr, 4))
-    text = data.decode("utf-8", "replace").rstrip("\n")
-    if text:
-        vm.guest_log(LogLevel.INFO if fd == _STDOUT else LogLevel.ERROR, text)
+    # One escaped, rate-limited log line per line written (abi/imports/logging_time.py).
+    emit(vm, LogLevel.INFO if fd == _STDOUT else LogLevel.ERROR, data.decode("utf-8", "surrogateescape"),
+         split_lines=True)
     vm.guest.write_u32(written_ptr, len(data))
     return WasiErrno.SUCCESS
 

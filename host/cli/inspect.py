@@ -1,4 +1,5 @@
-"""`python -m host inspect FILE.wasm`: what a module needs and whether it will run here."""
+"""`python -m host inspect FILE.wasm`: what a module needs and whether it will run here (a component
+is described by host/functions/components/inspect.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import wasmtime
 from abi import WasmEngine, all_host_functions
 from abi.engine import HostLinker
 from abi.vm import abi_version
+from host.functions.components import is_component
+from host.functions.components.inspect import inspect_component
 
 CALLBACK_PREFIX = "proxy_on_"
 
@@ -27,6 +30,8 @@ def inspect_module(path: Path) -> tuple[str, bool]:
     raw = path.read_bytes()
     try:
         wasm = bytes(wasmtime.wat2wasm(raw.decode())) if path.suffix == ".wat" else raw
+        if is_component(wasm):
+            return inspect_component(path, wasm)
         module = engine.compile(wasm)
     except (wasmtime.WasmtimeError, UnicodeDecodeError) as error:
         return f"{path}: not a valid WebAssembly module: {str(error).strip().splitlines()[0]}", False

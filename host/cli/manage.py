@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -61,7 +62,8 @@ def _row(function: dict[str, Any]) -> str:
     instances = function.get("instances", {})
     reload = function.get("last_reload", {})
     outcome = reload.get("outcome", "?") + (f" ({reload['error']})" if reload.get("error") else "")
-    return (f"{function.get('id', '-'):<24} {instances.get('busy', 0)}/{instances.get('total', 0):<9} "
+    name = function.get("id") or Path(str(function.get("source", "-"))).stem  # a rejected module has no id
+    return (f"{name:<24} {instances.get('busy', 0)}/{instances.get('total', 0):<9} "
             f"{function.get('requests', 0):>9} {function.get('errors', 0):>7}  {outcome}")
 
 

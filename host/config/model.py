@@ -30,7 +30,11 @@ from host.components.registry import config_union
 from host.config.errors import ConfigError, describe_validation_error
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.toml"
+# The embedded quickstart: the repository's file in a source checkout (or an editable install); in an
+# installed package, the copy setup.py puts in host/quickstart/ with the example functions beside it.
+PACKAGED_QUICKSTART = Path(__file__).resolve().parent.parent / "quickstart" / "quickstart.toml"
+_SOURCE_QUICKSTART = REPO_ROOT / "configs" / "quickstart.toml"
+DEFAULT_CONFIG = _SOURCE_QUICKSTART if _SOURCE_QUICKSTART.is_file() else PACKAGED_QUICKSTART
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -105,6 +109,18 @@ class ServerConfig(_Model):
     max_connections_per_client: int = Field(1024, ge=0)
     admin_token: str | None = None  # when set, the admin API (not the health probes) needs this bearer token
     admin_allow_any_path: bool = False  # /wasm/install may only load modules inside functions_dirs
+    # --- issue 15 items 9-11 (host/functions/deployments.py, host/process) ---
+    # An admin listener on a non-loopback address without admin_token refuses to start unless this is set.
+    admin_allow_insecure: bool = False
+    max_instances_per_function: int = Field(256, ge=1)  # instance_num above it is refused (400 / DeployError)
+    # Two modules reporting one function id: "refuse" the second (with the reason in the listing), or
+    # "random": share the id, each request going to one of them at random (Layotto's behaviour).
+    duplicate_ids: Literal["refuse", "random"] = "refuse"
+    guest_log_lines_per_second: float = Field(100, ge=0)  # per function (bursts of twice that); 0: no limit
+    # `serve --workers N`: a worker whose heartbeat (written by its event loop) is older than this is
+    # stopped or hung, and is killed and replaced. 0: not checked.
+    worker_heartbeat_timeout_ms: int = Field(10000, ge=0)
+    # --- end issue 15 ---
     watch: bool = True  # deploy, update and remove functions when files in functions_dirs change
     watch_debounce_ms: int = Field(300, ge=0)  # quiet time after the last write before a reload
     # On SIGTERM: stop accepting, then give in-flight requests this long to finish (one still
@@ -156,7 +172,19 @@ class FilterConfig(_Model):
 class FunctionConfig(_Model):
     name: str | None = None  # defaults to the table key (or the file stem)
     path: str | None = None  # defaults to <functions_dir>/<key>.wasm when found there
-    instance_num: int | None = None  # <= 0: one per CPU; None: [function_defaults]
+    # --- instances (issue 16) ---
+    # A fixed pool of this many instances (<= 0: one per CPU), as Layotto's instance_num: min = max =
+    # instance_num, unless min_instances / max_instances are given. None: [function_defaults].
+    instance_num: int | None = None
+    min_instances: int | None = Field(None, ge=0)  # kept even when idle; 0: scale to zero
+    max_instances: int | None = Field(None, ge=0)  # grown to while every instance is busy; 0: one per CPU
+    idle_timeout_ms: int | None = Field(None, ge=0)  # an instance above min idle this long retires; 0: at once
+
+    @model_validator(mode="after")
+    def _instance_bounds(self) -> FunctionConfig:
+        _check_instance_bounds(self.min_instances, self.max_instances)
+        return self
+    # --- end instances ---
     md5: str | None = None
     engine: Literal["wasmtime", "wasmer"] = "wasmtime"  # both run on this host's engine
     plugin_config: str | dict[str, Any] = ""
@@ -191,8 +219,29 @@ class FunctionConfig(_Model):
         return value.lower() if value else value
 
 
+def _check_instance_bounds(low: int | None, high: int | None) -> None:
+    """min_instances may not exceed max_instances where both are given (0 as max: one per CPU)."""
+    if low is not None and high and low > high:
+        raise ValueError(f"min_instances ({low}) is over max_instances ({high})")
+
+
 class FunctionDefaults(_Model):
-    instance_num: int = 0
+    # --- instances (issue 16) ---
+    # Unless a function says otherwise it holds no instance while idle and grows to one per CPU
+    # under load: a host with a thousand rarely used functions holds only their compiled code,
+    # and a busy function keeps its instances (it is never idle for a minute). Its first request
+    # after an idle minute starts an instance from the pre-linked module (about 0.1-0.5 ms).
+    # Setting instance_num here gives every function a fixed pool of that size (Layotto's rule).
+    instance_num: int | None = None
+    min_instances: int = Field(0, ge=0)
+    max_instances: int = Field(0, ge=0)  # 0: one per CPU
+    idle_timeout_ms: int = Field(60_000, ge=0)
+
+    @model_validator(mode="after")
+    def _instance_bounds(self) -> FunctionDefaults:
+        _check_instance_bounds(self.min_instances, self.max_instances)
+        return self
+    # --- end instances ---
     timeout_ms: int = Field(30000, gt=0)  # per-request guest deadline (epoch interruption) -> 504
     memory_limit_mb: int = Field(256, gt=0)  # per-instance linear memory cap; growth past it fails
     max_queue: int = Field(256, ge=0)  # requests waiting for a busy function; more -> 503 Retry-After

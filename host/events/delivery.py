@@ -17,6 +17,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,9 @@ class Subscriber:
         self.pubsub = pubsub
         self.dispatcher = dispatcher
         self.group = spec.group or f"{app_id}.{spec.function}"
-        self.consumer = f"{app_id}-{os.getpid()}-{index}"
+        # The host name too: in containers every pod's host is often pid 1 (delivery would still be
+        # right — re-claims go by idle time — but the group's consumers could not be told apart).
+        self.consumer = f"{app_id}-{socket.gethostname()}-{os.getpid()}-{index}"
         self.stats = SubscriptionStats()
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

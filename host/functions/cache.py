@@ -47,7 +47,9 @@ class ModuleCache:
         self.memory_hits = 0
 
     def key(self, wasm: bytes) -> str:
-        return hashlib.sha256(self._fingerprint + b"\0" + wasm).hexdigest()
+        digest = hashlib.sha256(self._fingerprint + b"\0")
+        digest.update(wasm)  # not concatenated: a component is tens of MB
+        return digest.hexdigest()
 
     def load(self, wasm: bytes) -> wasmtime.Module:
         """Raises wasmtime.WasmtimeError when the bytes are not a valid module."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import wasmtime
 
 from abi import HostServices, ProxyWasmVM, StartupError
-from abi.engine import GuestTrap, HostLinker, WasmEngine
+from abi.engine import GuestTrap, HostLinker, ResourceLimitError, WasmEngine
+from abi.paused import PausedStreams
 from host.functions.cache import ModuleCache
 from host.functions.components import ComponentDeployer, ComponentInstance, is_component
 from host.functions.errors import DeployError
@@ -22,8 +25,29 @@ from host.functions.version import FunctionVersion
 log = logging.getLogger(__name__)
 
 RootWork = Callable[[ProxyWasmVM], None]
-# Runs root-context work (a queue delivery) on some instance of a version (host/functions/background.py).
-RunInBackground = Callable[[FunctionVersion, RootWork], None]
+
+
+@dataclass(frozen=True, eq=False)
+class RootTarget:
+    """Where one pool's root-context work goes (host/functions/background.py): to its instances that
+    hold a paused stream, else to an idle one; and the tick period its guest set at start-up."""
+
+    pool: InstancePool
+    paused: PausedStreams
+    tick_period_ms: int
+
+
+# Runs root-context work (a tick, a queue delivery) for one pool of a version (host/functions/background.py).
+RunInBackground = Callable[[FunctionVersion, RootTarget, RootWork], None]
+# The value must not refer to its key: a RootTarget holds its pool, which would then never be freed
+# (every retired version leaked with it); the target is rebuilt on lookup instead (issue 15 item 9).
+_ROOT_TARGETS: weakref.WeakKeyDictionary[InstancePool, tuple[PausedStreams, int]] = weakref.WeakKeyDictionary()
+
+
+def root_target(pool: InstancePool) -> RootTarget | None:
+    """The root target of a module pool (the function's or a filter's); None for a component's."""
+    entry = _ROOT_TARGETS.get(pool)
+    return None if entry is None else RootTarget(pool, *entry)
 
 
 class Deployer:
@@ -60,6 +84,8 @@ class Deployer:
             module = self.cache.load(wasm)
         except wasmtime.WasmtimeError as error:
             raise DeployError(f"{spec.path.name}: invalid module: {_first_line(error)}") from None
+        except ResourceLimitError as error:  # issue 16: a process limit, nothing wrong with the module
+            raise DeployError(f"{spec.path.name}: refused: {error}") from None
         missing = self.linker.missing_imports(module)
         if missing:
             raise DeployError(f"{spec.path.name}: imports this host does not provide: " + "; ".join(missing))
@@ -69,9 +95,9 @@ class Deployer:
         """Blocking (run it in a worker thread): returns a version whose pools are full."""
         deployed: list[FunctionVersion] = []  # filled once the version exists
 
-        def run_in_background(work: RootWork) -> None:
+        def run_in_background(target: RootTarget, work: RootWork) -> None:
             if deployed:
-                self.run_in_background(deployed[0], work)
+                self.run_in_background(deployed[0], target, work)
             else:
                 log.debug("function %s: background work before the version is live dropped", spec.name)
 
@@ -87,8 +113,8 @@ class Deployer:
             for started in filter_pools:
                 started.close()
             raise
-        log.info("deployed %s as id %r from %s (%d instances%s)", spec.name, first.function_id, spec.path,
-                 spec.instance_num, f", {len(filter_pools)} filter(s)" if filter_pools else "")
+        log.info("deployed %s as id %r from %s (%d to %d instances%s)", spec.name, first.function_id, spec.path,
+                 spec.min_size, spec.instance_num, f", {len(filter_pools)} filter(s)" if filter_pools else "")
         version = FunctionVersion(
             name=spec.name, function_id=first.function_id, source=spec.path, sha256=sha256,
             pool=pool, filter_pools=tuple(filter_pools), timeout_s=spec.timeout_s, abi_version=first.abi_version,
@@ -99,7 +125,7 @@ class Deployer:
                         spec.name)
         return version
 
-    def _start_pool(self, spec: FunctionSpec, run_in_background: Callable[[RootWork], None],
+    def _start_pool(self, spec: FunctionSpec, run_in_background: Callable[[RootTarget, RootWork], None],
                     label: str = "") -> tuple[ProxyWasmVM | ComponentInstance, InstancePool, bool, str]:
         """Compile `spec`'s module and start a full pool of it: (first instance, pool, inline-eligible,
         sha256 of the module)."""
@@ -111,6 +137,13 @@ class Deployer:
         except DeployError as error:
             raise DeployError(f"{label}{error}") from None
         settings = spec.plugin_settings()
+        # Root work of this pool (its ticks, its queue deliveries) goes to the pool's own instances.
+        paused = PausedStreams()
+        target: list[RootTarget] = []  # set once the pool exists
+
+        def on_background(work: RootWork) -> None:
+            if target:
+                run_in_background(target[0], work)
 
         def new_instance() -> ProxyWasmVM:
             # Start-up code (the module's start function, `_initialize`/`_start`, proxy_on_vm_start,
@@ -125,7 +158,8 @@ class Deployer:
                 raise DeployError(f"{label}{spec.path.name}: instantiation failed: {_first_line(trap)}") from None
             except wasmtime.WasmtimeError as error:
                 raise DeployError(f"{label}{spec.path.name}: instantiation failed: {_first_line(error)}") from None
-            vm.on_background = run_in_background
+            vm.on_background = on_background
+            vm.paused_streams = paused
             try:
                 vm.start(spec.timeout_s)
             except StartupError as error:
@@ -136,10 +170,27 @@ class Deployer:
                 raise DeployError(f"{label}{spec.path.name}: {error}") from None
             return vm
 
-        first = new_instance()
-        pool = InstancePool(first.function_id, new_instance, spec.instance_num, self.pool_jobs, spec.max_queue)
+        # --- pool (issue 16) ---
+        # The first instance tells the function id (proxy_get_id), which requests route by; the pool
+        # then keeps min_size instances, grows to instance_num under load and retires idle ones
+        # beyond the minimum after idle_timeout_s (the first one too, when the minimum is 0).
+        try:
+            first = new_instance()
+        except ResourceLimitError as error:
+            raise DeployError(f"{label}{spec.path.name}: refused: {error}") from None
+        pool = InstancePool(first.function_id, new_instance, spec.instance_num, self.pool_jobs, spec.max_queue,
+                            min_size=spec.min_size, idle_timeout_s=spec.idle_timeout_s)
+        target.append(RootTarget(pool, paused, first.tick_period_ms))
+        _ROOT_TARGETS[pool] = (paused, first.tick_period_ms)
         pool.add(first)
-        pool.fill()
+        try:
+            pool.fill()
+        except BaseException as error:  # a later instance failed (an engine limit, say): release those started
+            pool.close()
+            if isinstance(error, ResourceLimitError):
+                raise DeployError(f"{label}{spec.path.name}: refused: {error}") from None
+            raise
+        # --- end pool ---
         return first, pool, self.linker.only_pure_imports(module), hashlib.sha256(wasm).hexdigest()
 
 

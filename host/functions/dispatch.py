@@ -31,7 +31,7 @@ from abi import GuestTrap, HttpRequest, HttpResponse
 from abi.chain import run_chain
 from abi.vm import ProxyWasmVM
 from host.functions.components import ComponentInstance
-from host.functions.pool import PoolClosed, PoolDown, PoolTimeout, PoolWouldDeadlock
+from host.functions.pool import InstancePool, PoolClosed, PoolDown, PoolTimeout, PoolWouldDeadlock
 from host.functions.router import Router
 from host.functions.threads import GuestThreads
 from host.functions.version import FunctionVersion
@@ -308,15 +308,25 @@ class Dispatcher:
             raise
         return vm, filters
 
-    async def run_root(self, version: FunctionVersion, work: Callable[[ProxyWasmVM], None]) -> None:
-        """Root-context work outside requests (a tick, a queue delivery) on an idle instance, in a
-        guest thread. Dropped, with a warning, when no instance comes in time."""
+    async def run_root(self, version: FunctionVersion, work: Callable[[ProxyWasmVM], None],
+                       pool: InstancePool | None = None) -> None:
+        """Root-context work outside requests (a tick, a queue delivery) on an idle instance of
+        `pool` (the function's, or one of its filters'), in a guest thread. Dropped, with a warning,
+        when no instance comes in time."""
+        pool = version.pool if pool is None else pool
         try:
-            vm = await version.pool.acquire(self.acquire_timeout_s)
+            vm = await pool.acquire(self.acquire_timeout_s)
         except (PoolTimeout, PoolClosed, PoolDown) as error:
             log.warning("function %s: background callback dropped: %s", version.function_id, error)
             return
-        await self._in_thread(version, vm, (), _run_root, version, vm, work)
+        job = self.threads.start(_run_root, version, vm, work)
+        try:
+            await asyncio.shield(job)
+        finally:  # the instance goes back when the guest is done, also if this task is cancelled
+            if job.done():
+                pool.release(vm)
+            else:
+                job.add_done_callback(lambda done: _release_root_when_done(done, pool, vm))
 
     # -- from guest threads ----------------------------------------------------------------------
     def call_blocking(self, function_id: str, request: HttpRequest) -> HttpResponse:
@@ -364,6 +374,12 @@ def _release_when_done(job: asyncio.Future[object], version: FunctionVersion, vm
     if not job.cancelled():
         job.exception()  # retrieved: the caller that would have seen it is gone
     _release(version, vm, filters)
+
+
+def _release_root_when_done(job: asyncio.Future[object], pool: InstancePool, vm: ProxyWasmVM) -> None:
+    if not job.cancelled():
+        job.exception()  # retrieved: the task that would have seen it is gone
+    pool.release(vm)
 
 
 def _run_root(version: FunctionVersion, vm: ProxyWasmVM, work: Callable[[ProxyWasmVM], None]) -> None:

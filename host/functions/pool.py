@@ -5,6 +5,13 @@ future), nested calls acquiring from guest threads (`acquire_blocking`, a concur
 requests queued to run in a guest thread (`submit`, a `_Job`: whichever thread frees an instance
 runs the next job on it in place). An instance released on the loop thread goes straight to the
 next loop waiter.
+
+The pool is elastic between `min_size` and `size` (its maximum): a waiter that finds every instance
+busy starts one more in a guest thread while the pool is below its maximum (a pool at zero starts
+its first this way: scale from zero), and an instance idle for `idle_timeout_s` beyond the minimum
+is retired by one reaper thread for the whole process. Idle instances are reused last-released
+first, so under a light load the same few stay warm and the rest age out. A pool whose minimum is
+its maximum is the fixed pool of Layotto's `instance_num`.
 """
 
 from __future__ import annotations
@@ -12,14 +19,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import heapq
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection
 from typing import Protocol
 
+from abi.engine import ResourceLimitError
 from abi.vm import ProxyWasmVM
 
 log = logging.getLogger(__name__)
+
+DOWN_RETRY_S = 5.0  # after an instance failed to start, requests are refused at once for this long
 
 
 class PoolTimeout(Exception):
@@ -39,7 +52,7 @@ class PoolQueueFull(PoolTimeout):
 
 
 class PoolDown(Exception):
-    """No instance can be started (start-up keeps failing); the reason says why."""
+    """No instance can be started (start-up keeps failing, or a process limit is reached); the reason says why."""
 
 
 class BackgroundRunner(Protocol):
@@ -69,21 +82,29 @@ _Waiter = _LoopWaiter | concurrent.futures.Future | _Job
 
 class InstancePool:
     def __init__(self, name: str, factory: Callable[[], ProxyWasmVM], size: int, background: BackgroundRunner,
-                 max_queue: int = 256):
+                 max_queue: int = 256, *, min_size: int | None = None, idle_timeout_s: float = 60.0):
+        """`size` is the most instances the pool grows to; `min_size` (default: `size`, a fixed pool)
+        the fewest it keeps, idle or not."""
         self.name = name
         self.size = size
+        self.min_size = size if min_size is None else max(0, min(min_size, size))
+        self.idle_timeout_s = idle_timeout_s
         self.max_queue = max_queue
-        self.down_reason: str | None = None  # set when replacements cannot be started
+        self.down_reason: str | None = None  # set when instances cannot be started
+        self._down_at = 0.0
         self._factory = factory
         self._background = background
         self._lock = threading.Lock()
-        self._idle: collections.deque[ProxyWasmVM] = collections.deque()
+        self._idle: collections.deque[tuple[ProxyWasmVM, float]] = collections.deque()  # (instance, idle since)
         self._busy: set[int] = set()
         self._waiters: collections.deque[_Waiter] = collections.deque()
         self._instances = 0
         self._starting = 0
+        self._reap_at: float | None = None
         self.closed = False
         self.replaced = 0
+        self.started_on_demand = 0  # instances started because a request found all busy (or none)
+        self.retired_idle = 0  # instances retired after idle_timeout_s
 
     # -- filling ------------------------------------------------------------------------------
     def add(self, vm: ProxyWasmVM) -> None:
@@ -93,10 +114,10 @@ class InstancePool:
         self.release(vm)
 
     def fill(self) -> None:
-        """Create instances (in this thread) until the pool has `size` of them."""
+        """Create instances (in this thread) until the pool has `min_size` of them."""
         while True:
             with self._lock:
-                if self.closed or self._instances + self._starting >= self.size:
+                if self.closed or self._instances + self._starting >= self.min_size:
                     return
                 self._starting += 1
             try:
@@ -105,6 +126,60 @@ class InstancePool:
                 with self._lock:
                     self._starting -= 1
             self.add(vm)
+
+    def _plan_starts(self) -> int:
+        """Lock held: how many instances to start now, counted as starting: up to the minimum, and
+        one for each waiter no starting instance will serve, while below the maximum."""
+        if self.closed or (self.down_reason is not None and time.monotonic() - self._down_at < DOWN_RETRY_S):
+            return 0
+        have = self._instances + self._starting
+        wanted = max(self.min_size - have, min(len(self._waiters) - self._starting, self.size - have))
+        if wanted <= 0:
+            return 0
+        self._starting += wanted
+        return wanted
+
+    def _start(self, count: int) -> None:
+        """Start `count` planned instances, each in a guest thread."""
+        for _ in range(count):
+            try:
+                self._background.submit(self._grow)
+            except RuntimeError as error:  # no thread can be started (thread or memory-map limit)
+                self._start_failed(f"cannot start a thread for a new instance: {error}", transient=True)
+
+    def _grow(self) -> None:
+        """In a guest thread: start one planned instance and hand it to the first waiter."""
+        try:
+            vm = self._factory()
+        except ResourceLimitError as error:  # nothing wrong with the function: a later request retries
+            self._start_failed(f"cannot start an instance: {error}", transient=True)
+            return
+        except Exception as error:  # noqa: BLE001 - reported to the waiters and in the listings
+            self._start_failed(f"cannot start an instance: {error}", transient=False)
+            return
+        with self._lock:
+            self._starting -= 1
+            self._instances += 1
+            self._busy.add(id(vm))
+            if not self.closed:
+                self.started_on_demand += 1
+                self.down_reason = None
+        self._put_back(vm, here=True)
+
+    def _start_failed(self, reason: str, *, transient: bool) -> None:
+        with self._lock:
+            self._starting -= 1
+            if not transient:
+                if self.down_reason is None:
+                    log.error("function %s: %s", self.name, reason)
+                # Not retried until DOWN_RETRY_S has passed: start-up is deterministic, a retry loop
+                # would only burn CPU. A new version (file change, admin install) starts a fresh pool.
+                self.down_reason, self._down_at = reason, time.monotonic()
+            if self._instances or self._starting:
+                return  # the waiters get an instance when one is released
+            waiters, self._waiters = list(self._waiters), collections.deque()
+        for waiter in waiters:
+            _fail_waiter(waiter, PoolDown(f"{self.name} has no running instance: {reason}"))
 
     # -- acquiring ----------------------------------------------------------------------------
     def try_acquire(self) -> ProxyWasmVM | None:
@@ -121,6 +196,8 @@ class InstancePool:
             self._check_can_wait()
             waiter: _LoopWaiter = (loop, loop.create_future())
             self._waiters.append(waiter)
+            starts = self._plan_starts()
+        self._start(starts)
         try:
             return await asyncio.wait_for(waiter[1], timeout)
         except TimeoutError:
@@ -131,16 +208,19 @@ class InstancePool:
             raise
 
     def acquire_blocking(self, timeout: float, held: Collection[int] = ()) -> ProxyWasmVM:
-        """Wait in a guest thread; fail at once when only our own call chain holds the instances."""
+        """Wait in a guest thread; fail at once when only our own call chain holds the instances
+        and the pool cannot grow."""
         with self._lock:
             vm = self._take_idle()
             if vm is not None:
                 return vm
-            if self._instances and not self._starting and self._busy <= set(held):
+            if (self._instances >= self.size and not self._starting and self._busy <= set(held)):
                 raise PoolWouldDeadlock(f"every instance of {self.name} is held by the calling chain (a call cycle)")
             self._check_can_wait()
             waiter: concurrent.futures.Future = concurrent.futures.Future()
             self._waiters.append(waiter)
+            starts = self._plan_starts()
+        self._start(starts)
         try:
             return waiter.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -151,12 +231,13 @@ class InstancePool:
             return waiter.result()  # handed over just as we gave up: use it
 
     def _take_idle(self) -> ProxyWasmVM | None:
-        """Lock held: an idle instance, now busy, or None; raises PoolClosed for a retired pool."""
+        """Lock held: the most recently released idle instance, now busy, or None; raises PoolClosed
+        for a retired pool."""
         if self.closed:
             raise PoolClosed(self.name)
         if not self._idle:
             return None
-        vm = self._idle.popleft()
+        vm, _ = self._idle.pop()
         self._busy.add(id(vm))
         return vm
 
@@ -170,10 +251,20 @@ class InstancePool:
                 self._check_can_wait()
                 self._waiters.append(job)
                 job.timer = job.loop.call_later(queue_timeout, self._expire, job, queue_timeout)
-                return job.future
-            job.started = True
-        self._background.submit(self._run_jobs, vm, job)
+                starts = self._plan_starts()
+            else:
+                job.started = True
+        if vm is None:
+            self._start(starts)
+            return job.future
+        self._in_background(self._run_jobs, vm, job)
         return job.future
+
+    def _in_background(self, fn: Callable[..., object], *args: object) -> None:
+        """`fn(*args)` in a guest thread, through a box emptied when it runs: an idle guest thread
+        keeps its last job's arguments, which must not keep a retired instance (its memory, its
+        memory mappings) alive."""
+        self._background.submit(_run_boxed, [(fn, args)])
 
     def _expire(self, job: _Job, queue_timeout: float) -> None:
         with self._lock:
@@ -208,7 +299,8 @@ class InstancePool:
 
     def _check_can_wait(self) -> None:
         """Lock held, nothing idle: refuse at once rather than queue without bound or for nothing."""
-        if self._instances == 0 and not self._starting and self.down_reason:
+        if (self._instances == 0 and not self._starting and self.down_reason
+                and time.monotonic() - self._down_at < DOWN_RETRY_S):
             raise PoolDown(f"{self.name} has no running instance: {self.down_reason}")
         if len(self._waiters) >= self.max_queue:
             raise PoolQueueFull(f"{self.name} is overloaded: {len(self._waiters)} requests already waiting")
@@ -228,29 +320,52 @@ class InstancePool:
         if vm.broken:
             self.discard(vm)
             return
+        self._put_back(vm, here=False)
+
+    def _put_back(self, vm: ProxyWasmVM, *, here: bool) -> None:
+        """A busy, healthy instance is free: to the first waiter, else idle (or retired). `here`:
+        the caller is a guest thread, which runs a queued job itself."""
+        job: _Job | None = None
+        retire = False
         with self._lock:
             if self.closed or self._instances > self.size:
-                self._busy.discard(id(vm))
-                self._instances -= 1
                 retire = True
             else:
-                retire = False
-                if self._hand_over(vm):
+                handed = self._hand_over(vm, here)
+                if isinstance(handed, _Job):
+                    job = handed
+                elif handed:
                     return
+                elif self._instances > self.min_size and self.idle_timeout_s <= 0:
+                    retire = True  # no idle time allowed above the minimum
+                    self.retired_idle += 1
+                else:
+                    self._busy.discard(id(vm))
+                    now = time.monotonic()
+                    self._idle.append((vm, now))
+                    if self._instances > self.min_size and self._reap_at is None:
+                        self._reap_at = now + self.idle_timeout_s
+                        REAPER.schedule(self, self._reap_at)
+            if retire:
                 self._busy.discard(id(vm))
-                self._idle.append(vm)
+                self._instances -= 1
         if retire:
-            self._background.submit(vm.close)
+            self._close_later(vm)
+        elif job is not None:
+            self._run_jobs(vm, job)
 
-    def _hand_over(self, vm: ProxyWasmVM) -> bool:
-        """Give `vm` to the first live waiter (lock held); it stays counted as busy."""
+    def _hand_over(self, vm: ProxyWasmVM, here: bool = False) -> bool | _Job:
+        """Give `vm` to the first live waiter (lock held); it stays counted as busy. A job is
+        returned for the caller to run when `here`, else run in a guest thread."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if isinstance(waiter, _Job):
                 if waiter.future.done():
                     continue
                 waiter.started = True
-                self._background.submit(self._run_jobs, vm, waiter)
+                if here:
+                    return waiter
+                self._in_background(self._run_jobs, vm, waiter)
                 return True
             if isinstance(waiter, concurrent.futures.Future):
                 if waiter.set_running_or_notify_cancel():
@@ -274,53 +389,68 @@ class InstancePool:
             future.set_result(vm)
 
     def discard(self, vm: ProxyWasmVM) -> None:
-        """Drop a broken instance and start a replacement in the background."""
+        """Drop a broken instance; start a replacement in the background if the minimum or a
+        waiter needs one."""
         with self._lock:
             self._busy.discard(id(vm))
             self._instances -= 1
-            closed = self.closed
-            if not closed:
-                self.replaced += 1
-        if not closed:
-            self._background.submit(self._replace)
-
-    def _replace(self) -> None:
-        try:
-            self.fill()
-        except Exception as error:  # noqa: BLE001 - logged; the pool keeps serving with fewer instances
-            # Not retried: start-up is deterministic, a retry loop would only burn CPU. A new
-            # version (file change, admin install) starts a fresh pool.
-            self.down_reason = f"cannot start a replacement instance: {error}"
-            log.error("function %s: %s", self.name, self.down_reason)
-            self._fail_waiters_if_empty()
-            return
-        self.down_reason = None
-
-    def _fail_waiters_if_empty(self) -> None:
-        with self._lock:
-            if self._instances or self._starting:
+            if self.closed:
                 return
-            waiters, self._waiters = list(self._waiters), collections.deque()
-        for waiter in waiters:
-            _fail_waiter(waiter, PoolDown(f"{self.name} has no running instance: {self.down_reason}"))
+            self.replaced += 1
+            starts = self._plan_starts()
+        self._start(starts)
+
+    def _close_later(self, vm: ProxyWasmVM) -> None:
+        try:
+            self._in_background(vm.close)
+        except RuntimeError:  # no thread to spare: retire it here
+            vm.close()
+
+    # -- scaling down ---------------------------------------------------------------------------
+    def _reap(self, now: float) -> float | None:
+        """Called by the reaper: retire instances idle for `idle_timeout_s` beyond the minimum, the
+        longest idle first. Returns when to look again (None: nothing left to retire)."""
+        with self._lock:
+            self._reap_at = None
+            if self.closed:
+                return None
+            retired = []
+            while (self._idle and self._instances > self.min_size
+                   and self._idle[0][1] + self.idle_timeout_s <= now):
+                vm, _ = self._idle.popleft()
+                self._instances -= 1
+                retired.append(vm)
+            self.retired_idle += len(retired)
+            if self._idle and self._instances > self.min_size:
+                self._reap_at = self._idle[0][1] + self.idle_timeout_s
+            next_at = self._reap_at
+        for vm in retired:
+            self._close_later(vm)
+        return next_at
 
     # -- resizing and retiring ------------------------------------------------------------------
-    def resize(self, size: int) -> None:
+    def resize(self, size: int, min_size: int | None = None) -> None:
+        """A new maximum (and minimum: default the same, a fixed pool as Layotto's instance_num)."""
         with self._lock:
             self.size = size
+            self.min_size = size if min_size is None else max(0, min(min_size, size))
             surplus = []
             while self._instances > size and self._idle:
-                surplus.append(self._idle.pop())
+                surplus.append(self._idle.popleft()[0])
                 self._instances -= 1
+            starts = self._plan_starts()
+            if self._idle and self._instances > self.min_size and self._reap_at is None:
+                self._reap_at = time.monotonic() + self.idle_timeout_s
+                REAPER.schedule(self, self._reap_at)
         for vm in surplus:
-            self._background.submit(vm.close)
-        self._background.submit(self._replace)
+            self._close_later(vm)
+        self._start(starts)
 
     def close(self) -> None:
         """Retire idle instances now and busy ones when they are released; fail waiters."""
         with self._lock:
             self.closed = True
-            idle, self._idle = list(self._idle), collections.deque()
+            idle, self._idle = [vm for vm, _ in self._idle], collections.deque()
             self._instances -= len(idle)
             waiters, self._waiters = list(self._waiters), collections.deque()
         for waiter in waiters:
@@ -333,6 +463,63 @@ class InstancePool:
             return {"size": self.size, "instances": self._instances, "busy": len(self._busy),
                     "idle": len(self._idle), "waiting": len(self._waiters), "replaced": self.replaced,
                     "max_queue": self.max_queue}
+
+    def scaling(self) -> dict[str, int | float]:
+        """How the pool scales: its bounds, idle timeout, and what it started and retired so far."""
+        with self._lock:
+            return {"min": self.min_size, "max": self.size, "starting": self._starting,
+                    "idle_timeout_ms": round(self.idle_timeout_s * 1000), "started_on_demand": self.started_on_demand,
+                    "retired_idle": self.retired_idle}
+
+
+class _Reaper:
+    """One thread for the whole process that retires idle instances when their pool's idle timeout
+    passes (a heap of (when, pool); each pool is in it at most once)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, InstancePool]] = []
+        self._serial = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, pool: InstancePool, when: float) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (when, next(self._serial), pool))
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="pool-reaper", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as error:  # no thread now: idle instances stay until one can start
+                    log.warning("cannot start the idle-instance reaper: %s", error)
+                    return
+                self._thread = thread
+            if self._heap[0][2] is pool:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while True:
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        _, _, pool = heapq.heappop(self._heap)
+                        break
+                    self._wake.wait(self._heap[0][0] - now if self._heap else None)
+            try:
+                again = pool._reap(now)
+            except Exception:  # noqa: BLE001 - a bug here must not stop scaling down for every pool
+                log.exception("function %s: retiring idle instances failed", pool.name)
+                continue
+            if again is not None:
+                self.schedule(pool, again)
+
+
+REAPER = _Reaper()
+
+
+def _run_boxed(box: list[tuple[Callable[..., object], tuple[object, ...]]]) -> None:
+    fn, args = box.pop()
+    fn(*args)
 
 
 def _fail_with(future: asyncio.Future, error: Exception) -> None:

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from abi import PluginSettings
 from abi.maps import encode_map
-from host.config import FilterConfig, FunctionConfig, HostConfig
+from host.config import FilterConfig, FunctionConfig, FunctionDefaults, HostConfig, describe_validation_error
 from host.functions.errors import DeployError
 from host.functions.sources import explicit_entries, read_settings
 
@@ -27,7 +29,7 @@ class FunctionSpec:
 
     name: str
     path: Path
-    instance_num: int
+    instance_num: int  # the most instances (max_instances)
     timeout_s: float
     md5: str | None = None
     plugin_config: bytes = b""
@@ -41,6 +43,14 @@ class FunctionSpec:
     filters: tuple[FunctionSpec, ...] = ()
     node: dict[str, Any] = field(default_factory=dict)  # the Envoy node filters read (abi/properties.py)
     route_properties: dict[str, Any] = field(default_factory=dict)  # the function's route attributes
+    # --- instances (issue 16) ---
+    min_instances: int | None = None  # the fewest kept, idle or not; None: instance_num (a fixed pool)
+    idle_timeout_s: float = 60.0  # an instance above the minimum idle this long is retired
+
+    @property
+    def min_size(self) -> int:
+        return self.instance_num if self.min_instances is None else min(self.min_instances, self.instance_num)
+    # --- end instances ---
 
     def plugin_settings(self) -> PluginSettings:
         """What each instance of this function (or filter) starts with."""
@@ -70,9 +80,16 @@ def spec_for(config: HostConfig, path: Path, override: FunctionConfig | None = N
     merged: dict[str, Any] = {}
     for layer in (read_settings(path), explicit, override or FunctionConfig()):
         merged.update(layer.model_dump(exclude_unset=True))
-    item = FunctionConfig.model_validate(merged)
+    low, high = merged.get("min_instances"), merged.get("max_instances")
+    if isinstance(low, int) and isinstance(high, int) and 0 < high < low:
+        merged["min_instances"] = high  # set in different layers: the minimum is lowered to the maximum
+    try:
+        item = FunctionConfig.model_validate(merged)
+    except ValidationError as error:  # each layer was valid alone, together they are not
+        raise DeployError(f"{path.name}: {'; '.join(describe_validation_error(error))}") from None
     defaults = config.function_defaults
-    instances = instance_count(item.instance_num if item.instance_num is not None else defaults.instance_num)
+    low, instances, idle_timeout_s = instance_bounds(defaults, item)
+    check_instance_count(config, instances)
     timeout_s = (item.timeout_ms or defaults.timeout_ms) / 1000
     memory_mb = item.memory_limit_mb or defaults.memory_limit_mb
     name = item.name or key
@@ -84,7 +101,9 @@ def spec_for(config: HostConfig, path: Path, override: FunctionConfig | None = N
         root_id=item.root_id, vm_id=item.vm_id, memory_limit_bytes=memory_mb * 1024 * 1024,
         max_queue=item.max_queue if item.max_queue is not None else defaults.max_queue,
         allow_lists=_allow_lists(item), fuel=_fuel(config, item, key), node=node, route_properties=route,
-        filters=tuple(_filter_spec(config, f, instances, timeout_s, route) for f in item.filters))
+        min_instances=low, idle_timeout_s=idle_timeout_s,
+        filters=tuple(_filter_spec(config, f, (low, instances, idle_timeout_s), timeout_s, route)
+                      for f in item.filters))
 
 
 def node_properties(config: HostConfig) -> dict[str, Any]:
@@ -109,17 +128,53 @@ def instance_count(configured: int) -> int:
     return configured if configured > 0 else (os.cpu_count() or 1)
 
 
+# --- instances (issue 16) ---
+def instance_bounds(defaults: FunctionDefaults, item: FunctionConfig) -> tuple[int, int, float]:
+    """(min, max, idle timeout in seconds) of a function's pool. `instance_num` is a fixed pool
+    (min = max = instance_num, Layotto's meaning); min_instances / max_instances given beside it win.
+    The function's own settings come before [function_defaults]; a minimum over the maximum is
+    lowered to it."""
+    if defaults.instance_num is not None:
+        low = high = instance_count(defaults.instance_num)
+    else:
+        low, high = 0, instance_count(0)
+    set_here = defaults.model_fields_set
+    if "max_instances" in set_here:
+        high = instance_count(defaults.max_instances)
+    if "min_instances" in set_here or defaults.instance_num is None:
+        low = defaults.min_instances
+    if item.instance_num is not None:
+        low = high = instance_count(item.instance_num)
+    if item.max_instances is not None:
+        high = instance_count(item.max_instances)
+    if item.min_instances is not None:
+        low = item.min_instances
+    idle_ms = item.idle_timeout_ms if item.idle_timeout_ms is not None else defaults.idle_timeout_ms
+    return min(low, high), high, idle_ms / 1000
+# --- end instances ---
+
+
+def check_instance_count(config: HostConfig, instances: int) -> None:
+    """Refuse a pool larger than `server.max_instances_per_function` (issue 15 item 9)."""
+    most = config.server.max_instances_per_function
+    if instances > most:
+        raise DeployError(f"instance_num {instances} is over server.max_instances_per_function ({most})")
+
+
 def _fuel(config: HostConfig, item: FunctionConfig, key: str) -> int | None:
     if item.fuel is not None and not config.server.fuel_metering:
         raise DeployError(f"functions.{key}.fuel needs server.fuel_metering = true")
     return item.fuel
 
 
-def _filter_spec(config: HostConfig, item: FilterConfig, instances: int, timeout_s: float,
+def _filter_spec(config: HostConfig, item: FilterConfig, bounds: tuple[int, int, float], timeout_s: float,
                  route: dict[str, Any]) -> FunctionSpec:
-    """A filter is its own plugin (name, configuration, ids) on the function's route."""
+    """A filter is its own plugin (name, configuration, ids) on the function's route; its pool scales
+    with the function's (the same bounds)."""
     path = config.resolve(item.path)
+    low, instances, idle_timeout_s = bounds
     return FunctionSpec(name=item.name or path.stem, path=path, instance_num=instances, timeout_s=timeout_s,
+                        min_instances=low, idle_timeout_s=idle_timeout_s,
                         plugin_config=_config_bytes(item.plugin_config, item.plugin_config_encoding),
                         vm_config=_config_bytes(item.vm_config), root_id=item.root_id, vm_id=item.vm_id,
                         memory_limit_bytes=config.function_defaults.memory_limit_mb * 1024 * 1024,

@@ -73,6 +73,10 @@ class GuestThreads:
             else:
                 if loop is not None:
                     loop.call_soon_threadsafe(_deliver, future, result)
+                del result
+            # An idle thread must not keep its last job alive: a deployed version, or an error whose
+            # traceback holds the instances a failed deploy started (their memory comes back with them).
+            del job, loop, future, fn, args
             with self._lock:
                 self._idle += 1
 

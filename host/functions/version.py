@@ -77,10 +77,13 @@ class FunctionVersion:
 
     def describe(self) -> dict[str, Any]:
         pool = self.pool.stats()
+        # `configured` is the most instances (max); min, idle timeout and on-demand starts: issue 16.
+        instances = {"total": pool["instances"], "busy": pool["busy"], "idle": pool["idle"],
+                     "configured": pool["size"], **self.pool.scaling()}
         return {
             "id": self.function_id, "name": self.name, "source": str(self.source), "sha256": self.sha256,
             "abi_version": self.abi_version if self.abi_version != "unknown" else "0.2.1 (no marker)",
-            "instances": {"total": pool["instances"], "busy": pool["busy"], "configured": pool["size"]},
+            "instances": instances,
             "requests": self.stats.requests, "errors": self.stats.errors, "replaced_instances": pool["replaced"],
             "deployed_at": self.deployed_at,
             "filters": [p.name for p in self.filter_pools],

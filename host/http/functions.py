@@ -67,10 +67,12 @@ class FunctionListener:
 
 def create_function_server(dispatcher: Dispatcher, server: ServerConfig) -> HttpServer:
     listener = FunctionListener(dispatcher)
-    return HttpServer(listener.handle, Limits(max_target=server.max_header_bytes, max_field=server.max_header_bytes,
-                                              max_headers=server.max_headers, max_body=server.max_body_bytes,
-                                              max_connections=server.max_connections or default_max_connections(),
-                                              max_connections_per_client=server.max_connections_per_client))
+    limits = Limits(max_target=server.max_header_bytes, max_field=server.max_header_bytes,
+                    max_headers=server.max_headers, max_body=server.max_body_bytes,
+                    max_connections=server.max_connections or default_max_connections(),
+                    max_connections_per_client=server.max_connections_per_client)
+    return HttpServer(listener.handle, limits, on_refused=lambda function_id, status: (
+        dispatcher.metrics.listener_refused(function_id, status, "too_large" if status == 413 else "bad_request")))
 
 
 def default_max_connections() -> int:

@@ -190,9 +190,11 @@ def _bad_value(name: str, value: str) -> str:
 class HttpServer:
     """The listening socket and its connections."""
 
-    def __init__(self, handler: Handler, limits: Limits = Limits()):
+    def __init__(self, handler: Handler, limits: Limits = Limits(),
+                 on_refused: Callable[[str | None, int], None] | None = None):
         self.handler = handler
         self.limits = limits
+        self.on_refused = on_refused  # (function id the request named, status): counts what the server refused
         self.connections: set[HttpConnection] = set()
         self.closing = False
         self.clock = _Clock()
@@ -204,10 +206,11 @@ class HttpServer:
         self._idle: dict[HttpConnection, None] = {}
         self._per_client: collections.Counter[str] = collections.Counter()
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen (SO_REUSEPORT, so several worker processes can share the port); the bound port."""
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Listen; the bound port. `reuse_port` (SO_REUSEPORT) only for the workers of `serve --workers N`,
+        which share the port their supervisor reserved: otherwise a port another process holds is refused."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: HttpConnection(self), host, port, reuse_port=True,
+        self._server = await loop.create_server(lambda: HttpConnection(self), host, port, reuse_port=reuse_port,
                                                 backlog=1024)
         self._sweep_later(loop)
         return self._server.sockets[0].getsockname()[1]
@@ -526,6 +529,8 @@ class HttpConnection(asyncio.Protocol):
     def _reject(self, reject: _Reject) -> None:
         """Answer `reject` once the requests parsed before it are answered (in order), then close."""
         log.info("refused a request from %s: %s", self.peer, reject)
+        if self.server.on_refused is not None:
+            self.server.on_refused(reject.function, reject.status)
         self._rejected = True
         self._in_message = False
         self._continue_owed = False

@@ -2,7 +2,8 @@
 
 Series (all prefixed `wasm_faas_`): requests_total{function,code}, request_duration_seconds{function},
 errors_total{function,kind}, unknown_function_requests_total, instances{function,state},
-instances_configured{function}, queue_depth{function}, instance_starts_total{function,reason},
+instances_max{function}, queue_depth{function}, instance_starts_total{function,reason},
+instance_retirements_total{function,reason},
 deploys_total{function,outcome}, module_cache_total{result},
 runtime_calls_total{api,capability,component,outcome}, runtime_call_duration_seconds{api,capability,
 component}; with `--workers N`, worker_up{worker} and a `worker` label on everything. Plus the

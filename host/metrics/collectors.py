@@ -38,17 +38,18 @@ class _Version(Protocol):
 
 
 class PoolCollector(Collector):
-    """`wasm_faas_instances{function,state}`, `wasm_faas_instances_configured{function}`,
-    `wasm_faas_queue_depth{function}` and `wasm_faas_instance_starts_total{function,reason}` from
-    the versions currently routed. Replacements of versions that were retired since are carried
-    over, so the counter never goes back."""
+    """`wasm_faas_instances{function,state}`, `wasm_faas_instances_max{function}`,
+    `wasm_faas_queue_depth{function}`, `wasm_faas_instance_starts_total{function,reason}` and
+    `wasm_faas_instance_retirements_total{function,reason}` from the versions currently routed.
+    The counts of versions that were retired since are carried over, so a counter never goes back."""
 
     def __init__(self, versions: Callable[[], list[Any]]):
         self._versions = versions
         self._lock = threading.Lock()
         self._deploy_starts: dict[str, int] = {}
-        self._carried: dict[str, int] = {}  # replacements made by retired versions, per function id
+        self._carried: dict[tuple[str, str], int] = {}  # (function id, event) counts of retired versions
         self._live: dict[int, tuple[str, Any]] = {}  # id(version) -> (function id, version)
+        self._folded_at = 0  # len(_live) after retired versions were last folded in
 
     def deployed(self, version: _Version) -> None:
         """A version went live with full pools: its instances count as starts (reason "deploy")."""
@@ -57,31 +58,40 @@ class PoolCollector(Collector):
         with self._lock:
             self._deploy_starts[version.function_id] = self._deploy_starts.get(version.function_id, 0) + started
             self._live[id(version)] = (version.function_id, version)
+            # Retired versions are folded in at deploys too, not only at scrapes: a host nobody scrapes
+            # would otherwise keep every version it ever deployed alive (issue 15 item 9).
+            if len(self._live) >= 2 * self._folded_at + 64:
+                self._events(self._versions())
+                self._folded_at = len(self._live)
 
-    def _replacements(self, routed: list[Any]) -> dict[str, int]:
-        """Lock held: replacements per function id, live versions plus retired ones."""
+    def _events(self, routed: list[Any]) -> dict[tuple[str, str], int]:
+        """Lock held: (function id, event) -> count, live versions plus retired ones."""
         routed_ids = {id(v) for v in routed}
         for key, (function_id, version) in list(self._live.items()):
-            if key not in routed_ids:  # retired: keep its count, drop the reference
-                self._carried[function_id] = self._carried.get(function_id, 0) + _replaced(version)
+            if key not in routed_ids:  # retired: keep its counts, drop the reference
+                for event, count in _pool_events(version).items():
+                    self._carried[(function_id, event)] = self._carried.get((function_id, event), 0) + count
                 del self._live[key]
         totals = dict(self._carried)
         for version in routed:
             if id(version) not in self._live:
                 self._live[id(version)] = (version.function_id, version)
-            totals[version.function_id] = totals.get(version.function_id, 0) + _replaced(version)
+            for event, count in _pool_events(version).items():
+                totals[(version.function_id, event)] = totals.get((version.function_id, event), 0) + count
         return totals
 
     def collect(self) -> Iterator[Metric]:
         routed = self._versions()
         instances = GaugeMetricFamily("wasm_faas_instances", "Started instances, by state",
                                       labels=["function", "state"])
-        configured = GaugeMetricFamily("wasm_faas_instances_configured", "Configured pool size (instance_num)",
-                                       labels=["function"])
+        largest = GaugeMetricFamily("wasm_faas_instances_max", "The most instances the pool may start "
+                                    "(instance_num, or max_instances)", labels=["function"])
         queue = GaugeMetricFamily("wasm_faas_queue_depth", "Requests waiting for a free instance", labels=["function"])
         starts = CounterMetricFamily("wasm_faas_instance_starts", "Instances started, by reason: deploy (a new "
-                                     "version's pool) or replace (after a trap or a deadline)",
+                                     "version's pool), replace (after a trap or a deadline), scale (on demand)",
                                      labels=["function", "reason"])
+        retired = CounterMetricFamily("wasm_faas_instance_retirements", "Instances retired while the version "
+                                      "serves, by reason: idle (scaled down)", labels=["function", "reason"])
         totals: dict[str, dict[str, int]] = {}
         for version in routed:
             entry = totals.setdefault(version.function_id, {"idle": 0, "busy": 0, "waiting": 0, "size": 0})
@@ -91,19 +101,28 @@ class PoolCollector(Collector):
         for function_id, entry in sorted(totals.items()):
             instances.add_metric([function_id, "idle"], entry["idle"])
             instances.add_metric([function_id, "busy"], entry["busy"])
-            configured.add_metric([function_id], entry["size"])
+            largest.add_metric([function_id], entry["size"])
             queue.add_metric([function_id], entry["waiting"])
         with self._lock:
-            replaced = self._replacements(routed)
+            events = self._events(routed)
             deploy_starts = dict(self._deploy_starts)
-        for function_id in sorted(set(replaced) | set(deploy_starts)):
+        for function_id in sorted({f for f, _ in events} | set(deploy_starts)):
             starts.add_metric([function_id, "deploy"], deploy_starts.get(function_id, 0))
-            starts.add_metric([function_id, "replace"], replaced.get(function_id, 0))
-        yield from (instances, configured, queue, starts)
+            starts.add_metric([function_id, "replace"], events.get((function_id, "replace"), 0))
+            starts.add_metric([function_id, "scale"], events.get((function_id, "scale"), 0))
+            retired.add_metric([function_id, "idle"], events.get((function_id, "idle"), 0))
+        yield from (instances, largest, queue, starts, retired)
 
 
-def _replaced(version: Any) -> int:
-    return int(version.pool.replaced) + sum(int(pool.replaced) for pool in version.filter_pools)
+def _pool_events(version: Any) -> dict[str, int]:
+    """Replacements, on-demand starts and idle retirements of a version's pools (function and filters)."""
+    totals = {"replace": 0, "scale": 0, "idle": 0}
+    for pool in (version.pool, *version.filter_pools):
+        totals["replace"] += int(pool.replaced)
+        scaling = pool.scaling() if hasattr(pool, "scaling") else {}  # pools that scale (min/max instances)
+        totals["scale"] += int(scaling.get("started_on_demand", 0))
+        totals["idle"] += int(scaling.get("retired_idle", 0))
+    return totals
 
 
 class CacheCollector(Collector):

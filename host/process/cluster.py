@@ -7,6 +7,9 @@ The supervisor creates a private runtime folder and passes it to every worker. I
 - `worker-<i>.json`: written by worker i (atomically) when its private admin listener is up
   (`"state": "starting"`) and again when its function listener is up (`"state": "serving"`). Peers
   find each other's private admin port here; the supervisor waits for every worker to be serving;
+- `worker-<i>.alive`: touched by worker i's event loop every half second once it serves; the
+  supervisor replaces a worker whose heartbeat is older than `server.worker_heartbeat_timeout_ms`
+  (stopped with SIGSTOP, or its loop stuck);
 - `admin-journal.jsonl`: every Layotto admin call (`/wasm/install|update|uninstall`) applied through
   the public admin port, so a worker restarted after a crash replays them and matches its peers.
 
@@ -15,6 +18,7 @@ No aiohttp here: the HTTP fan-out lives in `host/http/peers.py`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -31,6 +35,18 @@ STARTING, SERVING = "starting", "serving"
 
 def registration_path(directory: Path, index: int) -> Path:
     return directory / f"worker-{index}.json"
+
+
+def heartbeat_path(directory: Path, index: int) -> Path:
+    return directory / f"worker-{index}.alive"
+
+
+def heartbeat_age(directory: Path, index: int, now: float) -> float | None:
+    """Seconds since worker `index` last beat (wall clock), or None when it has not beaten yet."""
+    try:
+        return now - heartbeat_path(directory, index).stat().st_mtime
+    except OSError:
+        return None
 
 
 def write_atomically(path: Path, data: Any) -> None:
@@ -82,6 +98,17 @@ class WorkerRole:
         write_atomically(registration_path(self.directory, self.index),
                          {"index": self.index, "pid": os.getpid(), "state": state, "admin_port": admin_port,
                           "listen_port": listen_port})
+
+    def heartbeat(self) -> None:
+        """Tell the supervisor this worker's event loop still runs."""
+        path = heartbeat_path(self.directory, self.index)
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):  # the folder is gone: so is the supervisor, and this worker ends
+                path.touch()
+        except OSError:
+            pass
 
     def peers(self) -> list[tuple[int, dict | None]]:
         """Every other worker's index and registration (None: not registered, e.g. restarting)."""

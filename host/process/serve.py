@@ -8,7 +8,12 @@ and finally the admin listener — which answers readiness DOWN during the drain
 
 As one worker of `serve --workers N` (`role` given), the process also binds a private admin
 listener on 127.0.0.1 and registers it for its peers; worker 0 serves the public admin port,
-speaking for every worker.
+speaking for every worker. Only then do the listeners set SO_REUSEPORT — to share the ports the
+supervisor reserved; a single process refuses a port another process holds. A worker beats its
+heartbeat file from its event loop (`WorkerRole.heartbeat`), so the supervisor can tell a stopped or
+hung worker and replace it.
+
+A tokenless admin listener on a non-loopback address refuses to start (host/process/safety.py).
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from abi.imports import logging_time
 from host.api.delivery import AppChannel, AppDelivery
 from host.app import App, Status
 from host.config import HostConfig, split_address
@@ -38,10 +45,13 @@ from host.http.dapr.app_channel import HttpAppChannel
 from host.http.functions import create_function_server
 from host.http.protocol import HttpServer
 from host.process.cluster import SERVING, STARTING, WorkerRole
+from host.process.safety import StartupRefused, check_admin_exposure
 
 log = logging.getLogger(__name__)
 
-SUPERVISOR_CHECK_S = 1.0  # a worker whose supervisor vanished (SIGKILL) shuts itself down
+# A worker whose supervisor vanished (SIGKILL) shuts itself down; each check also beats the worker's
+# heartbeat, which the supervisor reads (server.worker_heartbeat_timeout_ms).
+SUPERVISOR_CHECK_S = 0.5
 ADMIN_SHUTDOWN_S = 1.0  # an admin request still running when the host has stopped is cut after this
 
 
@@ -64,7 +74,8 @@ class ApiListeners:
         if server.dapr_http:
             dapr = create_dapr_app(app.api, ready=lambda: app.status == Status.UP, api_token=server.api_token,
                                    max_body_bytes=server.api_max_message_bytes)
-            self.dapr_http, self.dapr_http_port = await _serve(dapr, server.dapr_http, server.shutdown_grace_ms / 1000)
+            self.dapr_http, self.dapr_http_port = await _serve(dapr, server.dapr_http, server.shutdown_grace_ms / 1000,
+                                                               reuse_port=role is not None)
             log.info("Dapr HTTP API listening on %s (port %d)", server.dapr_http, self.dapr_http_port)
         channels: list[AppChannel] = []
         if server.app_callback:
@@ -151,12 +162,13 @@ class RunningServer:
         log.info("shutdown: complete in %.2fs", time.monotonic() - started)
 
 
-async def _serve(app: web.Application, address: str,
-                 shutdown_timeout: float = ADMIN_SHUTDOWN_S) -> tuple[web.AppRunner, int]:
+async def _serve(app: web.Application, address: str, shutdown_timeout: float = ADMIN_SHUTDOWN_S, *,
+                 reuse_port: bool = False) -> tuple[web.AppRunner, int]:
+    """Serve `app` on `address`; `reuse_port` only to share a port the supervisor reserved."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     host, port = split_address(address)
-    site = web.TCPSite(runner, host, port, reuse_port=True)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
     try:
         await site.start()
     except BaseException:
@@ -170,6 +182,9 @@ async def _serve(app: web.Application, address: str,
 
 async def start_server(config: HostConfig, *, engine_backend: str | None = None,
                        role: WorkerRole | None = None) -> RunningServer:
+    """Raises StartupRefused for an unsafe configuration, OSError for an address that is taken."""
+    check_admin_exposure(config.server)
+    logging_time.configure(config.server.guest_log_lines_per_second)
     app = App(config, engine_backend=engine_backend)
     admin_runners: list[web.BaseRunner] = []
     api = ApiListeners()
@@ -186,13 +201,13 @@ async def start_server(config: HostConfig, *, engine_backend: str | None = None,
             if role.primary:
                 peers = Peers(role, config.server.admin_token)
                 runner, admin_port = await _serve(create_admin_app(app, worker=role, peers=peers),
-                                                  config.server.admin)
+                                                  config.server.admin, reuse_port=True)
                 admin_runners.append(runner)
         await app.start()
         if role is not None:
             await LayottoAdmin(app).replay(role.journal())
         listener = create_function_server(app.dispatcher, config.server)
-        listen_port = await listener.start(*split_address(config.server.listen))
+        listen_port = await listener.start(*split_address(config.server.listen), reuse_port=role is not None)
         await api.start(app, role)
     except BaseException:
         await api.stop(app, 0.0)
@@ -208,6 +223,7 @@ async def start_server(config: HostConfig, *, engine_backend: str | None = None,
         watcher = FunctionWatcher(app.deployments, watched_folders(config), config.server.watch_debounce_ms / 1000)
         watcher.start()
     if role is not None:
+        role.heartbeat()  # before serving: the supervisor checks heartbeats from then on
         role.register(SERVING, private_port, listen_port)
     log.info("functions listening on %s (port %d), admin on %s (port %d)", config.server.listen, listen_port,
              config.server.admin if role is None or role.primary else "127.0.0.1", admin_port)
@@ -215,8 +231,10 @@ async def start_server(config: HostConfig, *, engine_backend: str | None = None,
 
 
 async def _supervisor_gone(role: WorkerRole, stop: asyncio.Event) -> None:
+    """Also the heartbeat: beaten from the event loop, it stops when the loop is stuck (or the process stopped)."""
     while not stop.is_set():
         await asyncio.sleep(SUPERVISOR_CHECK_S)
+        role.heartbeat()
         if os.getppid() != role.supervisor_pid:
             log.error("the supervisor (pid %d) is gone: shutting down", role.supervisor_pid)
             stop.set()
@@ -251,4 +269,8 @@ def run(config: HostConfig, role: WorkerRole | None = None) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency, but the host runs without it
         pass
-    asyncio.run(serve_forever(config, role))
+    try:
+        asyncio.run(serve_forever(config, role))
+    except StartupRefused as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -2,8 +2,11 @@
 
 The supervisor loads no functions and serves no requests. It:
 
-1. reserves the listen and admin addresses (a bound, non-listening SO_REUSEPORT socket each), which
-   both checks that they are free and turns a port 0 into a concrete port every worker shares;
+1. reserves the listen, admin, gRPC and Dapr HTTP addresses (a bound, non-listening socket each,
+   bound without SO_REUSEPORT — so a port any other process holds is refused — and given
+   SO_REUSEPORT afterwards for the workers to join), which turns a port 0 into a concrete port every
+   worker shares; a tokenless admin address reachable from other hosts is refused too
+   (host/process/safety.py);
 2. writes the validated configuration into a private runtime folder (`host/cluster.py`) and starts
    `python -m host serve --worker-index i --cluster-dir DIR` N times. Every worker binds the
    function listener with SO_REUSEPORT (the kernel spreads connections over them), runs its own
@@ -11,7 +14,9 @@ The supervisor loads no functions and serves no requests. It:
    public admin port and speaks for all workers there;
 3. waits until every worker serves. A worker that exits during start-up stops the others, and the
    supervisor exits 1 (the worker's own error is on the shared stderr);
-4. restarts a worker that dies later, after a back-off that grows while it keeps dying young;
+4. restarts a worker that dies later, after a back-off that grows while it keeps dying young — and
+   kills (then restarts) a serving worker whose heartbeat file (`worker-<i>.alive`, beaten by its
+   event loop) is older than `server.worker_heartbeat_timeout_ms`: stopped (SIGSTOP) or hung;
 5. on SIGTERM / SIGINT, forwards SIGTERM to every worker (each shuts down gracefully), waits
    twice `shutdown_grace_ms` plus a margin, kills stragglers, and exits 0 only if every worker did.
 
@@ -34,7 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from host.config import HostConfig, split_address
-from host.process.cluster import SERVING, read_json, registration_path, write_cluster_file
+from host.process.cluster import (
+    SERVING,
+    heartbeat_age,
+    heartbeat_path,
+    read_json,
+    registration_path,
+    write_cluster_file,
+)
+from host.process.safety import StartupRefused, check_admin_exposure
 
 log = logging.getLogger("host.supervisor")
 
@@ -58,7 +71,9 @@ class SupervisorError(Exception):
 
 
 def reserve(address: str) -> tuple[socket.socket, str]:
-    """Bind (without listening) a SO_REUSEPORT socket on `address`; the address with its real port."""
+    """Bind (without listening) a socket on `address`, then let the workers share it (SO_REUSEPORT);
+    the address with its real port. Bound before SO_REUSEPORT is set, so a port any other process
+    holds — with SO_REUSEPORT or not — is refused."""
     host, port = split_address(address)
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -68,8 +83,8 @@ def reserve(address: str) -> tuple[socket.socket, str]:
         raise SupervisorError(f"cannot resolve {address}: {error}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # only now: our workers may join
     except OSError as error:
         sock.close()
         raise SupervisorError(f"cannot bind {address}: {error.strerror or error}") from None
@@ -127,12 +142,21 @@ class Supervisor:
     # -- start-up -----------------------------------------------------------------------------------
     def _prepare(self) -> None:
         server = self.config.server
-        listen_sock, listen = reserve(server.listen)
-        self._reserved.append(listen_sock)
-        admin_sock, admin = reserve(server.admin)
-        self._reserved.append(admin_sock)
+        try:
+            check_admin_exposure(server)
+        except StartupRefused as error:
+            raise SupervisorError(str(error)) from None
+        addresses = {"listen": server.listen, "admin": server.admin, "grpc": server.grpc,
+                     "dapr_http": server.dapr_http}
+        concrete = {}
+        for field_name, address in addresses.items():
+            if not address:  # a runtime API listener switched off
+                continue
+            sock, concrete[field_name] = reserve(address)
+            self._reserved.append(sock)
         self.config = self.config.model_copy(update={"server": server.model_copy(
-            update={"listen": listen, "admin": admin, "workers": self.count})})
+            update={**concrete, "workers": self.count})})
+        listen, admin = concrete["listen"], concrete["admin"]
         self.directory = Path(tempfile.mkdtemp(prefix="wasm-faas-workers-"))
         write_cluster_file(self.directory, self.config, self.count)
         log.info("supervisor (pid %d): starting %d workers; functions on %s, admin on %s", os.getpid(),
@@ -141,6 +165,7 @@ class Supervisor:
     def _spawn(self, worker: _Worker) -> None:
         assert self.directory is not None
         registration_path(self.directory, worker.index).unlink(missing_ok=True)
+        heartbeat_path(self.directory, worker.index).unlink(missing_ok=True)  # a new process beats anew
         command = [sys.executable, "-m", "host", "serve", "--worker-index", str(worker.index),
                    "--cluster-dir", str(self.directory)]
         worker.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=_ignore_sigint)
@@ -194,9 +219,28 @@ class Supervisor:
                     if not worker.ready and self._is_serving(worker):
                         worker.ready = worker.served = True
                         log.info("worker %d serving again (pid %d)", worker.index, worker.process.pid)
+                    elif worker.ready:
+                        self._check_heartbeat(worker)
                     continue
                 self._died(worker, code, now)
             time.sleep(POLL_S * 4)
+
+    def _check_heartbeat(self, worker: _Worker) -> None:
+        """Kill a serving worker whose event loop stopped beating; its death is then handled (restart)."""
+        timeout_s = self.config.server.worker_heartbeat_timeout_ms / 1000
+        assert self.directory is not None and worker.process is not None
+        if not timeout_s:
+            return
+        age = heartbeat_age(self.directory, worker.index, time.time())
+        if age is None or age <= timeout_s:
+            return
+        log.error("worker %d (pid %d) stopped answering: its heartbeat is %.1fs old (stopped or hung); killing it",
+                  worker.index, worker.process.pid, age)
+        try:
+            worker.process.kill()  # SIGKILL ends a stopped process too
+        except ProcessLookupError:
+            pass
+        heartbeat_path(self.directory, worker.index).unlink(missing_ok=True)
 
     def _died(self, worker: _Worker, code: int, now: float) -> None:
         assert self.directory is not None and worker.process is not None

@@ -167,6 +167,7 @@ async def test_reloading_the_subscriber_during_a_burst_of_1000_events_loses_none
         record = client.server.app.deployments.records[module.resolve()]
         assert record.reloads >= 1
     finally:
+        await client.server.stop()  # first: a running consumer would create its stream again
         for key in admin.scan_iter(f"{prefix}:*"):
             admin.delete(key)
         admin.close()

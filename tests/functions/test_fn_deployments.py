@@ -89,7 +89,9 @@ async def test_find_by_id_name_and_stem(tmp_path: Path) -> None:
     shutil.copy(EXAMPLES / "function_1.wasm", folder / "function_1.wasm")  # reports id "id_1"
     (folder / "function_1.toml").write_text('name = "client"\n')
     shutil.copy(EXAMPLES / "function_1.wasm", folder / "twin.wasm")  # the same id again
-    async with running_app(_config(tmp_path, folder)) as app:
+    config = make_config(tmp_path, folder, server={"watch": False, "duplicate_ids": "random"},  # both serve it
+                         function_defaults={"instance_num": 1})
+    async with running_app(config) as app:
         deployments = app.deployments
         record = deployments.records[(folder / "function_1.wasm").resolve()]
         twin = deployments.records[(folder / "twin.wasm").resolve()]

@@ -36,8 +36,8 @@ def value(found: Samples, name: str, **labels: str) -> float:
 
 
 def answering(folder: Path, name: str) -> None:
-    g = WatGuest()
-    write_guest(folder, name, g.module(proxy_on_request_headers="(call $emit (i32.const 7)) (call $flush) (i32.const 0)"))
+    answer = "(call $emit (i32.const 7)) (call $flush) (i32.const 0)"
+    write_guest(folder, name, WatGuest().module(proxy_on_request_headers=answer))
 
 
 def counting(folder: Path, name: str) -> None:
@@ -222,5 +222,19 @@ def test_metrics_endpoint_of_a_real_host(tmp_path: Path, workers: int) -> None:
         assert sum(guest.values()) == 2
         assert [value(found, "wasm_faas_worker_up", worker=w) for w in ("0", "1")] == [1, 1]
         # Every worker's pool is there, under its own label.
-        assert value(found, "wasm_faas_instances_configured", function="ok", worker="0") == 1
-        assert value(found, "wasm_faas_instances_configured", function="ok", worker="1") == 1
+        assert value(found, "wasm_faas_instances_max", function="ok", worker="0") >= 1
+        assert value(found, "wasm_faas_instances_max", function="ok", worker="1") >= 1
+        assert value(found, "wasm_faas_instance_starts_total", function="ok", reason="deploy", worker="1") >= 1
+
+
+async def test_a_body_the_listener_refuses_is_counted_under_its_function(serve, tmp_path: Path) -> None:
+    from tests.conftest import EXAMPLES, functions_dir, make_config
+
+    client = await serve(make_config(tmp_path, functions_dir(tmp_path, EXAMPLES / "hello.wasm"),
+                                     server={"max_body_bytes": 16}))
+    status, _, _ = await client.call("hello", method="POST", data=b"x" * 100)
+    assert status == 413
+    async with client.session.get(client.admin + "/metrics") as response:
+        found = samples(await response.text())
+    assert value(found, "wasm_faas_errors_total", function="hello", kind="too_large") == 1
+    assert value(found, "wasm_faas_requests_total", function="hello", code="413") == 1

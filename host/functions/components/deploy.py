@@ -73,7 +73,12 @@ class ComponentDeployer:
         # The pool only uses `broken` and `close()` of what it holds (and the call path branches on
         # the kind), so a component instance stands where its annotations say ProxyWasmVM.
         factory = cast(Callable[[], ProxyWasmVM], new_instance)
-        pool = InstancePool(first.function_id, factory, spec.instance_num, self.pool_jobs, spec.max_queue)
+        pool = InstancePool(first.function_id, factory, spec.instance_num, self.pool_jobs, spec.max_queue,
+                            min_size=spec.min_size, idle_timeout_s=spec.idle_timeout_s)
         pool.add(cast(ProxyWasmVM, first))
-        pool.fill()
+        try:
+            pool.fill()
+        except BaseException:  # a later instance failed: release those started
+            pool.close()
+            raise
         return first, pool, False, hashlib.sha256(wasm).hexdigest()

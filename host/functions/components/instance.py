@@ -24,8 +24,9 @@ from wasmtime import _ffi as ffi
 from abi import HostServices, HttpRequest, HttpResponse, PluginSettings
 from abi.engine import EPOCH_TICK_SECONDS, UNLIMITED_FUEL, GuestTrap
 from host.functions.components import output
-from host.functions.components._values import Val, delete, get_response, get_string, put_request
+from host.functions.components._values import Val, address, delete, get_response, get_string, put_request
 from host.functions.components.linker import ACTIVE, ComponentLinker
+from host.functions.components.signature import export_problems
 from host.functions.components.world import ABI_LABEL, FUNCTION_ID, HANDLE, HANDLER, IDENTITY, provided_import
 
 _INTERRUPTED = "wasm trap: interrupt"
@@ -55,6 +56,9 @@ class ComponentCode:
         handle = _export(component, HANDLER, HANDLE)
         if handle is None:
             raise ComponentRefused(f"exports no {HANDLER}#{HANDLE} (is it built for the world in sdk-guest/wit?)")
+        problems = export_problems(linker.engine.engine, component)
+        if problems:
+            raise ComponentRefused("; ".join(problems))
         return cls(linker, component, handle, _export(component, IDENTITY, FUNCTION_ID))
 
 
@@ -90,8 +94,7 @@ class ComponentInstance:
     """Not thread-safe: one call at a time (the pool guarantees it)."""
 
     abi_version = ABI_LABEL
-    tick_period_ms = 0  # components have no timers
-    on_background: Any = None  # (set by the deployer for modules; components have no root context)
+    tick_period_ms = 0  # components have no timers (nor a root context)
 
     def __init__(self, code: ComponentCode, settings: PluginSettings, services: HostServices,
                  start_deadline_s: float = 10.0):
@@ -156,9 +159,9 @@ class ComponentInstance:
         try:
             self._call(func, None, 0, result, 1)
             try:
-                return get_string(result)
+                return get_string(address(result))
             finally:
-                delete(result)
+                delete(address(result))
         except BaseException:
             self.close()
             raise
@@ -166,23 +169,24 @@ class ComponentInstance:
     # -- requests --------------------------------------------------------------------------------
     def handle(self, request: HttpRequest, deadline_s: float) -> HttpResponse:
         """Run the function on `request` within `deadline_s` seconds. Raises GuestTrap (trap, deadline,
-        fuel) or the host error a runtime call met; either way the instance is broken afterwards."""
+        fuel) or the host error a runtime call met; either way the instance is closed afterwards."""
         args = (Val * 1)()
         headers = [(name, value) for name, value in request.headers if not name.startswith(":")]
-        put_request(args[0], request.method, request.path, headers, request.body)
+        put_request(address(args), request.method, request.path, headers, request.body)
         result = Val()
         try:
             self._arm(deadline_s)
             self._call(self._handle, args, 1, result, 1)
             try:
-                status, response_headers, body = get_response(result)
+                status, response_headers, body = get_response(address(result))
             finally:
-                delete(result)
+                delete(address(result))
         except BaseException:
-            self.broken = True
+            # Never used again: free the store now (the pool drops a broken instance without closing it).
+            delete(address(args))
+            self.close()
             raise
-        finally:
-            delete(args[0])
+        delete(address(args))
         return HttpResponse(status=status, headers=response_headers, body=body)
 
     def _arm(self, seconds: float) -> None:

@@ -25,7 +25,7 @@ from abi.engine import WasmEngine
 from abi.services import ServiceError
 from host.functions.components import runtime
 from host.functions.components._values import (
-    Val,
+    VAL_SIZE,
     Writer,
     get_bytes,
     get_enum,
@@ -44,7 +44,7 @@ from host.functions.components._values import (
     put_variant,
     utf8,
 )
-from host.functions.components.world import RUNTIME
+from host.functions.components.world import RUNTIME, RUNTIME_FUNCTIONS
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,10 @@ class _Active(threading.local):
 
 ACTIVE = _Active()
 
-# A host function's body: the instance and its arguments -> the writer of its `ok` payload (None
-# for `result<_, error>`). Raises ServiceError for the world's `error`.
-Body = Callable[[Calling, Any], "Writer | None"]
-
-
-def _none(_: Val) -> None:
-    return None
+# A host function's body: the instance and its arguments' addresses -> the writer of its `ok`
+# payload (None for `result<_, error>`). Raises ServiceError for the world's `error`.
+Args = list[int]
+Body = Callable[[Calling, Args], "Writer | None"]
 
 
 def _state_entry(entry: Any) -> Writer:
@@ -80,49 +77,49 @@ def _optional(write: Writer | None) -> Writer:
     return lambda val: put_option(val, write)
 
 
-def _get_state(caller: Calling, args: Any) -> Writer | None:
+def _get_state(caller: Calling, args: Args) -> Writer | None:
     entry = runtime.get_state(caller, get_string(args[0]), get_string(args[1]))
     return _optional(_state_entry(entry) if entry is not None else None)
 
 
-def _set_state(caller: Calling, args: Any) -> Writer | None:
+def _set_state(caller: Calling, args: Args) -> Writer | None:
     runtime.set_state(caller, get_string(args[0]), get_string(args[1]), get_bytes(args[2]),
                       get_option_string(args[3]))
     return None
 
 
-def _delete_state(caller: Calling, args: Any) -> Writer | None:
+def _delete_state(caller: Calling, args: Args) -> Writer | None:
     runtime.delete_state(caller, get_string(args[0]), get_string(args[1]), get_option_string(args[2]))
     return None
 
 
-def _invoke(caller: Calling, args: Any) -> Writer | None:
+def _invoke(caller: Calling, args: Args) -> Writer | None:
     body = runtime.invoke(caller, get_string(args[0]), get_string(args[1]), get_bytes(args[2]))
     return lambda val: put_bytes(val, body)
 
 
-def _publish(caller: Calling, args: Any) -> Writer | None:
+def _publish(caller: Calling, args: Args) -> Writer | None:
     runtime.publish(caller, get_string(args[0]), get_string(args[1]), get_bytes(args[2]), get_string(args[3]))
     return None
 
 
-def _try_lock(caller: Calling, args: Any) -> Writer | None:
+def _try_lock(caller: Calling, args: Args) -> Writer | None:
     acquired = runtime.try_lock(caller, get_string(args[0]), get_string(args[1]), get_string(args[2]),
                                 get_u32(args[3]))
     return lambda val: put_bool(val, bool(acquired))
 
 
-def _unlock(caller: Calling, args: Any) -> Writer | None:
+def _unlock(caller: Calling, args: Args) -> Writer | None:
     case = runtime.unlock(caller, get_string(args[0]), get_string(args[1]), get_string(args[2])).encode()
     return lambda val: put_enum(val, case)
 
 
-def _next_id(caller: Calling, args: Any) -> Writer | None:
+def _next_id(caller: Calling, args: Args) -> Writer | None:
     value = runtime.next_id(caller, get_string(args[0]), get_string(args[1]))
     return lambda val: put_u64(val, value)
 
 
-def _get_configuration(caller: Calling, args: Any) -> Writer | None:
+def _get_configuration(caller: Calling, args: Args) -> Writer | None:
     value = runtime.get_configuration(caller, get_string(args[0]), get_string(args[1]))
     text = utf8(value) if value is not None else None
     return _optional((lambda val: put_string(val, text)) if text is not None else None)
@@ -149,23 +146,30 @@ def _keep(caller: Calling | None, error: BaseException, name: str) -> int:
     return _error_address(f"host error in {RUNTIME}#{name}")
 
 
+def _addresses(values: Any, count: int) -> Args:
+    """The addresses of the `count` values of a C array."""
+    base = ctypes.cast(values, ctypes.c_void_p).value or 0
+    return [base + index * VAL_SIZE for index in range(count)]
+
+
 def _result_callback(name: str, body: Body) -> Any:
     def callback(_env: Any, _context: Any, _type: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
         caller = ACTIVE.instance
         try:
             if caller is None:
                 raise RuntimeError("no component instance is running on this thread")
+            result = ctypes.cast(results, ctypes.c_void_p).value or 0
             try:
-                write = body(caller, args)
+                write = body(caller, _addresses(args, nargs))
             except ServiceError as error:
                 case = runtime.error_case(error)
                 level = logging.WARNING if case == "internal" else logging.INFO
                 caller.services.logger.log(level, "function %s: %s failed: %s", caller.function_id, name, error)
                 message = utf8(str(error))
-                put_err(results[0], lambda val: put_variant(val, case.encode(),
-                                                            lambda payload: put_string(payload, message)))
+                put_err(result, lambda val: put_variant(val, case.encode(),
+                                                        lambda payload: put_string(payload, message)))
                 return 0
-            put_ok(results[0], write)
+            put_ok(result, write)
             return 0
         except BaseException as error:  # noqa: BLE001 - must not unwind into wasmtime
             return _keep(caller, error, name)
@@ -178,7 +182,8 @@ def _log_callback(_env: Any, _context: Any, _type: Any, args: Any, nargs: int, r
     try:
         if caller is None:
             raise RuntimeError("no component instance is running on this thread")
-        runtime.log(caller, get_enum(args[0]), get_string(args[1]))
+        level, message = _addresses(args, nargs)
+        runtime.log(caller, get_enum(level), get_string(message))
         return 0
     except BaseException as error:  # noqa: BLE001 - must not unwind into wasmtime
         return _keep(caller, error, "log")
@@ -192,9 +197,12 @@ class ComponentLinker:
         self.linker = wc.Linker(engine.engine)
         self.linker.add_wasip2()
         # The C callbacks must live as long as any instance linked with them: instances keep this object.
-        self._callbacks = [_result_callback(name, body) for name, body in RESULT_FUNCTIONS.items()]
-        self._callbacks.append(ffi.wasmtime_component_func_callback_t(_log_callback))
-        names = [*RESULT_FUNCTIONS, "log"]
+        callbacks = {name: _result_callback(name, body) for name, body in RESULT_FUNCTIONS.items()}
+        callbacks["log"] = ffi.wasmtime_component_func_callback_t(_log_callback)
+        if sorted(callbacks) != sorted(RUNTIME_FUNCTIONS):
+            raise RuntimeError(f"{RUNTIME} host functions {sorted(callbacks)} differ from the world's")
+        self._callbacks = list(callbacks.values())
+        names = list(callbacks)
         no_finalizer = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
         with self.linker.root() as root, root.add_instance(RUNTIME) as interface:
             for name, callback in zip(names, self._callbacks, strict=True):

@@ -4,11 +4,8 @@ linker, the deployer's checks and `inspect` agree on them."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 PACKAGE = "wasm-faas:function"
 VERSION = "0.1.0"
-WIT_DIR = Path(__file__).resolve().parents[3] / "sdk-guest" / "wit"
 
 RUNTIME = f"{PACKAGE}/runtime@{VERSION}"
 TYPES = f"{PACKAGE}/types@{VERSION}"

@@ -80,7 +80,7 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
         return app.readiness()
 
     def local_functions() -> dict[str, Any]:
-        listing: dict[str, Any] = {"functions": [d.describe() for d in app.deployments.records.values()],
+        listing: dict[str, Any] = {"functions": [app.deployments.describe(d) for d in app.deployments.records.values()],
                                    "failed": app.failures(), "module_cache": app.cache.stats(),
                                    "engine_backend": app.engine.backend}
         if worker is not None:
@@ -90,7 +90,7 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
         return listing
 
     def local_versions(key: str) -> list[dict]:
-        return [d.describe() for d in app.deployments.matching(key)]
+        return [app.deployments.describe(d) for d in app.deployments.matching(key)]
 
     async def local_call(action: str, raw: bytes) -> str | None:
         """Apply one Layotto admin call here; the refusal reason, or None."""
@@ -179,7 +179,13 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
 
     def layotto_call(action: str) -> Handler:
         async def handle(request: web.Request) -> web.Response:
-            error = await apply_everywhere(action, await request.read())
+            raw = await request.read()
+            try:  # an instance_num over server.max_instances_per_function: 400 before any worker is asked
+                layotto.check_instance_num(layotto.parse(raw))
+            except AdminError as refused:
+                if refused.status != 500:
+                    return web.json_response({"error": str(refused)}, status=refused.status)
+            error = await apply_everywhere(action, raw)
             return web.Response(status=200) if error is None else web.json_response({"error": error}, status=500)
 
         return handle

@@ -1,5 +1,10 @@
 """Layotto's admin API (`POST /wasm/install`, `/wasm/update`, `/wasm/uninstall`), mapped onto the
-host's deployments. A refusal is answered, as in Layotto, with HTTP 500 and `{"error": ...}`."""
+host's deployments. A refusal is answered, as in Layotto, with HTTP 500 and `{"error": ...}` — except
+an `instance_num` over `server.max_instances_per_function`, a 400 (`AdminError.status`).
+
+`vm_config.path` may name a module inside the functions folders or beside a configured function (the
+folders of a Layotto `config.json`'s modules, which has no functions folders); anywhere with
+`server.admin_allow_any_path`."""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from pydantic import ValidationError
 
 from host.config import FunctionConfig, describe_validation_error
 from host.functions.deployments import Outcome
-from host.functions.sources import watched_folders
+from host.functions.errors import DeployError
+from host.functions.sources import module_folders
+from host.functions.spec import check_instance_count, instance_count
 
 if TYPE_CHECKING:
     from host.app import App
@@ -23,6 +30,10 @@ log = logging.getLogger(__name__)
 
 class AdminError(Exception):
     """A refused admin request (Layotto answers these with HTTP 500 and {"error": ...})."""
+
+    def __init__(self, message: str, status: int = 500):
+        super().__init__(message)
+        self.status = status
 
 
 def _inside(path: Path, folders: list[Path]) -> bool:
@@ -51,7 +62,17 @@ class LayottoAdmin:
     async def apply(self, action: str, body: dict[str, Any]) -> None:
         if action not in self.ACTIONS:
             raise AdminError(f"unknown admin action {action!r}")
+        self.check_instance_num(body)
         await getattr(self, action)(body)
+
+    def check_instance_num(self, body: dict[str, Any]) -> None:
+        """An integer `instance_num` over `server.max_instances_per_function` is a 400."""
+        count = body.get("instance_num")
+        if isinstance(count, int) and not isinstance(count, bool):
+            try:
+                check_instance_count(self.app.config, instance_count(count))
+            except DeployError as error:
+                raise AdminError(str(error), status=400) from None
 
     async def replay(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Re-apply admin calls this process missed (a worker restarted by the supervisor)."""
@@ -69,7 +90,7 @@ class LayottoAdmin:
             raise AdminError("field 'vm_config.path' is required")
         config = self.app.config
         path = config.resolve(vm_config["path"])
-        if not config.server.admin_allow_any_path and not _inside(path, watched_folders(config)):
+        if not config.server.admin_allow_any_path and not _inside(path, module_folders(config)):
             raise AdminError(f"path {vm_config['path']!r} is outside the functions folders "
                              "(set server.admin_allow_any_path to allow it)")
         if not path.is_file():
@@ -96,7 +117,10 @@ class LayottoAdmin:
         record = self.deployments.find(body["name"])
         if record is None or record.version is None:
             raise AdminError(f"no function named {body['name']!r}")
-        await self.deployments.resize(record, count)  # as in Layotto: <= 0 is one per CPU
+        try:
+            await self.deployments.resize(record, count)  # as in Layotto: <= 0 is one per CPU
+        except DeployError as error:
+            raise AdminError(str(error), status=400) from None
 
     async def uninstall(self, body: dict[str, Any]) -> None:
         record = self.deployments.find(body["name"])

@@ -1,0 +1,108 @@
+"""A few hundred distinct functions in one host: deployed with the default scale-to-zero pools, they
+drop to no instance when idle and come back on their next request; and reaching the memory-map limit
+(lowered here for the test) refuses further deploys and instance starts with an error naming
+vm.max_map_count, while the host keeps serving and readiness and the listings say so."""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+
+from host.app import Status
+from host.functions.dispatch import FunctionUnavailable
+from tests.density.density_support import answer, function_id, running_app, write_functions
+from tests.functions.fn_wait import wait_for
+
+COUNT = 300
+
+
+async def test_hundreds_of_functions_scale_to_zero_and_back(tmp_path: Path) -> None:
+    async with running_app(tmp_path, idle_timeout_ms=300) as app:
+        paths = write_functions(tmp_path / "functions", 0, COUNT)
+        for path in paths:
+            await app.deployments.deploy(path)
+        assert len(app.router.ids()) == COUNT and app.deployments.failures() == {}
+        version = app.dispatcher.find(function_id(7))
+        listed = version.describe()["instances"]
+        assert (listed["min"], listed["max"], listed["idle_timeout_ms"]) == (0, version.pool.size, 300)
+
+        def instances() -> int:
+            return sum(v.pool.stats()["instances"] for v in app.router.versions())
+        await wait_for(lambda: instances() == 0, timeout=10, what="every pool scaled to zero")
+        status, details = app.readiness()
+        assert status == Status.UP and len(details["functions"]) == COUNT
+        assert version.describe()["instances"]["total"] == 0 and version.describe()["instances"]["retired_idle"] == 1
+
+        for index in range(0, COUNT, 10):  # back from zero: the first request starts an instance
+            assert await answer(app, function_id(index)) == (200, function_id(index).encode())
+        back = app.dispatcher.find(function_id(10))
+        assert back.pool.stats()["instances"] == 1 and back.describe()["instances"]["started_on_demand"] == 1
+        assert app.dispatcher.find(function_id(11)).pool.stats()["instances"] == 0  # not asked: still at zero
+
+
+async def test_a_scaled_to_zero_function_answers_its_first_request_in_well_under_a_millisecond_of_cpu(
+        tmp_path: Path) -> None:
+    """Measured, loosely bounded: CPU time of the whole process (the start runs in a guest thread),
+    median of many cold starts with an idle timeout of 0 (each request starts a fresh instance)."""
+    async with running_app(tmp_path, idle_timeout_ms=0) as app:
+        (path,) = write_functions(tmp_path / "functions", 0, 1)
+        await app.deployments.deploy(path)
+        version = app.dispatcher.find(function_id(0))
+        await wait_for(lambda: version.pool.stats()["instances"] == 0, what="the deploy instance retired")
+        costs = []
+        for _ in range(60):
+            started = time.process_time()
+            assert await answer(app, function_id(0)) == (200, function_id(0).encode())
+            costs.append(time.process_time() - started)
+            await wait_for(lambda: version.pool.stats()["instances"] == 0, what="the instance retired")
+        assert version.describe()["instances"]["started_on_demand"] >= 60
+        assert sorted(costs)[len(costs) // 2] < 0.005  # generous for a loaded CI machine; ~0.1 ms idle
+
+
+async def test_the_memory_map_limit_refuses_cleanly_and_the_host_keeps_serving(tmp_path: Path) -> None:
+    async with running_app(tmp_path, idle_timeout_ms=60_000) as app:
+        folder = tmp_path / "functions"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{function_id(5)}.toml").write_text("idle_timeout_ms = 0\n")  # no idle instance, ever
+        for path in write_functions(folder, 0, 20):
+            await app.deployments.deploy(path)
+        assert len(app.router.ids()) == 20
+        # Room for about 25 more modules and instances: the next hundred deploys reach the limit.
+        gc.collect()  # what earlier tests left is freed now, not while this one counts
+        budget = app.engine.maps
+        budget.configure()  # a fresh count
+        in_use = budget.state()["in_use"]
+        assert isinstance(in_use, int)
+        budget.configure(limit=in_use + 200, reserve=0)
+        for path in write_functions(folder, 20, 100):
+            await app.deployments.deploy(path)
+        failed = app.deployments.failures()
+        deployed = len(app.router.ids())
+        assert 20 < deployed < 120 and len(failed) == 120 - deployed
+        assert all("vm.max_map_count" in reason and "refused" in reason for reason in failed.values())
+        status, details = app.readiness()
+        limits = details["limits"]["memory_maps"]
+        assert status == Status.DOWN and limits["refused"] >= len(failed) and limits["limit"] == in_use + 200
+        assert "vm.max_map_count" in limits["last_refusal"] and limits["headroom"] < 200
+        assert set(failed) <= set(details["failed"])
+
+        # Functions already running keep answering; one that must start an instance is refused (503).
+        assert await answer(app, function_id(3)) == (200, function_id(3).encode())
+        victim = app.dispatcher.find(function_id(5))
+        assert victim.pool.stats()["instances"] == 0
+        try:
+            await answer(app, function_id(5))
+        except FunctionUnavailable as error:
+            assert error.status == 503 and "vm.max_map_count" in str(error)
+        else:
+            raise AssertionError("an instance start past the limit was not refused")
+
+        # Room again: the refused function deploys, the refused start succeeds (the pool was not
+        # marked down: nothing was wrong with the function).
+        budget.configure(limit=None, reserve=None)
+        assert await answer(app, function_id(5)) == (200, function_id(5).encode())
+        refused = next(iter(failed))
+        await app.deployments.deploy(folder / f"{refused}.wasm")
+        assert await answer(app, refused) == (200, refused.encode())
+        assert refused not in app.deployments.failures()
