@@ -14,15 +14,21 @@ configurations need them, so validating a config does not pay for them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 
 class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def key_prefix_from_layotto(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Layotto's / Dapr's `keyPrefix` metadata as the `key_prefix` field (absent: the default)."""
+    return {"key_prefix": metadata["keyPrefix"]} if metadata.get("keyPrefix") else {}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import redis
 
 from host.components._redis import RedisClient, RedisSettings, Script, settings_from_layotto
-from host.components.base import ComponentContext
+from host.components.base import ComponentContext, key_prefix_from_layotto
 from host.components.configuration._identity import SEPARATOR, check_text, identity_of, parse_name, storage_name
 from host.components.configuration._watch import WatchHub
 from host.components.configuration.base import ConfigItem, ConfigWatch, deleted_item
@@ -76,10 +76,7 @@ class Config(RedisSettings):
 
 def from_layotto(metadata: dict[str, str]) -> dict[str, Any]:
     """`settings_from_layotto`'s keys plus `keyPrefix` (taken literally)."""
-    fields = settings_from_layotto(metadata)
-    if metadata.get("keyPrefix"):
-        fields["key_prefix"] = metadata["keyPrefix"]
-    return fields
+    return {**settings_from_layotto(metadata), **key_prefix_from_layotto(metadata)}
 
 
 def missing_flags(current: str) -> str:

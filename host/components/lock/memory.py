@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any, Literal
 
-from host.components.base import ComponentContext
+from host.components.base import ComponentContext, key_prefix_from_layotto
 from host.components.lock.base import LockConfig, UnlockStatus, check_lock_request, lock_key
 
 
@@ -16,7 +16,7 @@ class Config(LockConfig):
 
 
 def from_layotto(metadata: dict[str, str]) -> dict[str, Any]:
-    return {"key_prefix": metadata["keyPrefix"]} if metadata.get("keyPrefix") else {}
+    return key_prefix_from_layotto(metadata)
 
 
 class Backend:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import redis
 
 from host.components._redis import RedisClient, RedisSettings, Script, settings_from_layotto
-from host.components.base import ComponentContext
+from host.components.base import ComponentContext, key_prefix_from_layotto
 from host.components.lock.base import LockConfig, UnlockStatus, check_lock_request, lock_key
 
 # -1: no such lock; -2: someone else's; 1: deleted. Layotto's script returns the same codes.
@@ -29,10 +29,7 @@ class Config(RedisSettings, LockConfig):
 
 
 def from_layotto(metadata: dict[str, str]) -> dict[str, Any]:
-    fields = settings_from_layotto(metadata)
-    if metadata.get("keyPrefix"):
-        fields["key_prefix"] = metadata["keyPrefix"]
-    return fields
+    return {**settings_from_layotto(metadata), **key_prefix_from_layotto(metadata)}
 
 
 class Backend:

@@ -7,13 +7,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from host.components.base import key_prefix_from_layotto
+
 
 def sequencer_fields_from_layotto(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """`biggerThan` may be a mapping (as in Layotto's config.json) or its JSON text; its values may
     be ints or decimal strings."""
-    fields: dict[str, Any] = {}
-    if metadata.get("keyPrefix"):
-        fields["key_prefix"] = metadata["keyPrefix"]
+    fields = key_prefix_from_layotto(metadata)
     seeds = metadata.get("biggerThan")
     if isinstance(seeds, str) and seeds.strip():
         seeds = json.loads(seeds)

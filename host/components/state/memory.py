@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from host.components.base import ComponentContext
+from host.components.base import ComponentContext, key_prefix_from_layotto
 from host.components.errors import ComponentError, EtagMismatch
 from host.components.state._checks import check_key, checked, expected_version, mismatch, raise_collected
 from host.components.state.base import BulkValue, DeleteItem, Operation, StateConfig, StateItem, StateValue, Upsert
@@ -25,7 +25,7 @@ class Config(StateConfig):
 
 
 def from_layotto(metadata: dict[str, str]) -> dict[str, Any]:
-    return {"key_prefix": metadata["keyPrefix"]} if metadata.get("keyPrefix") else {}
+    return key_prefix_from_layotto(metadata)
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import redis
 
 from host.components._redis import Arg, RedisClient, RedisSettings, Script, settings_from_layotto
-from host.components.base import ComponentContext
+from host.components.base import ComponentContext, key_prefix_from_layotto
 from host.components.errors import ComponentError
 from host.components.state._checks import check_key, checked, expected_version, mismatch, raise_collected
 from host.components.state.base import BulkValue, DeleteItem, Operation, StateConfig, StateItem, StateValue
@@ -72,10 +72,7 @@ class Config(RedisSettings, StateConfig):
 
 
 def from_layotto(metadata: dict[str, str]) -> dict[str, Any]:
-    fields = settings_from_layotto(metadata)
-    if metadata.get("keyPrefix"):
-        fields["key_prefix"] = metadata["keyPrefix"]
-    return fields
+    return {**settings_from_layotto(metadata), **key_prefix_from_layotto(metadata)}
 
 
 def _set_args(item: StateItem, expected: int) -> tuple[Arg, ...]:
