@@ -117,11 +117,23 @@ class App:
                       for name, (ok, detail) in self.health.last.items()}
         failed = self.failures()
         details = {"functions": self.router.ids(), "failed": failed, "components": components,
-                   "limits": self.engine.limits()}  # issue 16: the memory-map budget, its refusals
+                   # issue 16: instances held now (scaled-to-zero functions hold none), the memory-map budget
+                   "instances": self._instance_counts(), "limits": self.engine.limits()}
         status = self.status
         if status == Status.UP and (failed or any(c["status"] == Status.DOWN for c in components.values())):
             status = Status.DOWN
         return status, details
+
+    def _instance_counts(self) -> dict[str, int]:
+        """Started instances over every routed version (busy ones included), and how many
+        functions hold none (scaled to zero)."""
+        running = busy = at_zero = 0
+        for version in self.router.versions():
+            stats = version.pool.stats()
+            running += stats["instances"]
+            busy += stats["busy"]
+            at_zero += stats["instances"] == 0
+        return {"running": running, "busy": busy, "functions_at_zero": at_zero}
 
     async def stop(self) -> None:
         """Stop in the reverse order of start; every step is bounded."""

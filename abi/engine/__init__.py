@@ -197,7 +197,7 @@ def store_limits(memory_limit_bytes: int) -> dict[str, int]:
 
 class WasmEngine:
     def __init__(self, backend: str | None = None, *, fuel_metering: bool = False,
-                 map_limit: int | None = None, map_reserve: int | None = None):
+                 map_limit: int | None = None, map_reserve: int | None = None, memory_init_cow: bool = False):
         backend = backend or os.environ.get("WASM_FAAS_ENGINE_BACKEND") or available_backends()[0]
         if backend not in BACKENDS:
             raise ValueError(f"unknown engine backend {backend!r} (expected one of {', '.join(BACKENDS)})")
@@ -216,6 +216,17 @@ class WasmEngine:
         self.fuel_metering = fuel_metering
         # Linear memory never moves, so guest memory views stay valid across memory.grow.
         config.memory_may_move = False
+        # --- density (issue 16) ---
+        # Data segments are copied into each new instance rather than mapped copy-on-write from a
+        # per-module memory image: one memory mapping fewer per live instance (2 instead of 3; the
+        # process may hold only vm.max_map_count of them) and no image to build per module — 10,000
+        # distinct functions deploy with about half the CPU. The price is a copy per instantiation,
+        # about 100 µs for 64 KiB of data and nothing measurable for a small C module.
+        # (The default 4 GiB reservation is kept: it costs address space, not mappings or memory,
+        # and lets compiled code skip bounds checks.)
+        config.memory_init_cow = memory_init_cow
+        self.memory_init_cow = memory_init_cow
+        # --- end density ---
         self.engine = wasmtime.Engine(config)
         self._guest_class: type[GuestBase]
         if backend == "native":
