@@ -19,6 +19,8 @@ class HttpRequest:
     source_port: int = 0
     destination_address: str = ""
     destination_port: int = 0
+    # The host's trace context of this request (host/tracing/context.py), made when first needed.
+    trace: object | None = None
 
     @classmethod
     def build(cls, method: str, path: str, headers: HeaderList, body: bytes = b"", *, authority: str = "",

@@ -223,11 +223,11 @@ class ProxyWasmVM:
         self._set_deadline(deadline_s)
         if self.settings.fuel_per_request is not None:
             self.guest.set_fuel(self.settings.fuel_per_request)
-        return time.monotonic() + deadline_s
+        return self.deadline_at
 
     def _set_deadline(self, seconds: float) -> None:
         self.deadline_at = time.monotonic() + seconds
-        self.guest.set_deadline(max(1, math.ceil(seconds / EPOCH_TICK_SECONDS)) + 1)
+        self.guest.set_deadline(_epoch_ticks(seconds))
 
     # -- one request -------------------------------------------------------------------------------
     def open_stream(self, request: HttpRequest, shared: StreamState | None, deadline_s: float) -> StreamState:
@@ -246,12 +246,14 @@ class ProxyWasmVM:
                                  response_body=shared.response_body)
         self._wall_deadline = self._arm(deadline_s)
         self._request_budget_s = deadline_s
-        self._enter(stream)
-        try:
-            if self._on_context_create is not None:
-                self._on_context_create(stream.context_id, ROOT_CONTEXT_ID)
-        finally:
-            self._leave()
+        create = self._on_context_create
+        if create is not None:
+            saved = self.stream, self.effective_context  # the stream its host calls work on, meanwhile
+            self.stream, self.effective_context = stream, stream.context_id
+            try:
+                create(stream.context_id, ROOT_CONTEXT_ID)
+            finally:
+                self.stream, self.effective_context = saved
         return stream
 
     def run_step(self, stream: StreamState, step: str, end_of_stream: bool) -> bool:
@@ -262,20 +264,22 @@ class ProxyWasmVM:
         callback, size = self._step_callback(stream, step)
         if callback is None:
             return True
-        self._enter(stream)
+        saved = self.stream, self.effective_context  # the stream its host calls work on, meanwhile
+        self.stream, self.effective_context = stream, stream.context_id
         stream.resumed = False  # a continue before this callback paused anything resumes nothing
         try:
-            action = callback(stream.context_id, size, int(end_of_stream))
+            action = callback(stream.context_id, size, 1 if end_of_stream else 0)
             # Calls the callback started: wait for them here, run their callbacks (which may
             # resume the stream with proxy_continue_stream, or answer with a local response).
-            self.drain_calls(self._wall_deadline)
-            if action == Action.PAUSE and not _settled(stream):
+            if self.pending_calls:
+                self.drain_calls(self._wall_deadline)
+            if action == _PAUSE and not _settled(stream):
                 self._wait_paused(stream)
         except GuestTrap:
             self.cancel_calls()
             raise
         finally:
-            self._leave()
+            self.stream, self.effective_context = saved
         if stream.local_response is not None or stream.closed:
             return False
         stream.resumed = False
@@ -338,25 +342,18 @@ class ProxyWasmVM:
 
     def close_stream(self, stream: StreamState) -> None:
         """proxy_on_done, proxy_on_log, proxy_on_delete for the stream context."""
-        self._enter(stream)
+        saved = self.stream, self.effective_context
+        self.stream, self.effective_context = stream, stream.context_id
         try:
             self._finish_context(stream.context_id, stream)
         finally:
-            self._leave()
+            self.stream, self.effective_context = saved
 
     def close_expired_stream(self, stream: StreamState) -> None:
         """close_stream once the request's deadline passed while a stream was paused: the guest's
         finishing callbacks get a short budget of their own (no longer than the request's)."""
         self._set_deadline(min(EXPIRED_CLOSE_S, max(self._request_budget_s, EPOCH_TICK_SECONDS)))
         self.close_stream(stream)
-
-    def _enter(self, stream: StreamState) -> None:
-        self._saved = (self.stream, self.effective_context)
-        self.stream = stream
-        self.effective_context = stream.context_id
-
-    def _leave(self) -> None:
-        self.stream, self.effective_context = self._saved
 
     def _finish_context(self, ctx: int, stream: StreamState) -> None:
         if self._on_done is not None and not self._on_done(ctx):
@@ -493,6 +490,20 @@ class ProxyWasmVM:
     # -- logging helper ------------------------------------------------------------------------------
     def guest_log(self, level: int, message: str) -> None:
         self.log.log(_PY_LEVELS.get(level, logging.INFO), "[%s] %s", self.function_id, message)
+
+
+_PAUSE = int(Action.PAUSE)
+
+
+def _epoch_ticks(seconds: float, _cache: dict[float, int] = {}) -> int:  # noqa: B006 - a deliberate memo
+    """The epoch deadline, in ticks, of a budget of `seconds` (at least one full tick: the current
+    one may be about to end). Memoized: requests reuse a few budgets (the inline one, the function's)."""
+    ticks = _cache.get(seconds)
+    if ticks is None:
+        ticks = max(1, math.ceil(seconds / EPOCH_TICK_SECONDS)) + 1
+        if len(_cache) < 1024:
+            _cache[seconds] = ticks
+    return ticks
 
 
 def _settled(stream: StreamState) -> bool:

@@ -31,6 +31,7 @@ from host.functions.threads import GuestThreads
 from host.functions.version import FunctionVersion
 from host.metrics import HostMetrics
 from host.metrics.counted_deployments import CountedDeployments
+from host.tracing.setup import Installed, export_settings, install
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,11 @@ class App:
         self.background = Background(self.dispatcher)
         self.upstreams = HttpUpstreams(config.upstreams)
         self.grpc_upstreams = GrpcUpstreams(config.grpc_upstreams)
-        self.api = RuntimeApi(self.components, self.dispatcher)  # runtime API: host/grpc, host/http/dapr, guests
+        self.api = RuntimeApi(self.components, self.dispatcher,  # runtime API: host/grpc, host/http/dapr, guests
+                              metrics=self.metrics.runtime)
         self.services = HostServices(invoker=InProcessInvoker(self.dispatcher), http=self.upstreams,
                                      grpc=self.grpc_upstreams, logger=logging.getLogger("wasm.guest"),
-                                     runtime=ForeignRuntimeApi(self.api, self.components),
+                                     runtime=ForeignRuntimeApi(self.api.for_api("function"), self.components),
                                      **runtime_services(self.components, self.metrics.runtime.for_api("function")))
         self.deployer = Deployer(self.engine, self.linker, self.cache, self.services, self.threads,
                                  self.background.run_in_background)
@@ -78,13 +80,18 @@ class App:
                            guest_metrics=self.services.metrics.snapshot)
         self.health = HealthMonitor(self.threads, [self.components.health, self.upstreams.health])
         self.events = Events(config.subscriptions, self.components, self.dispatcher)
+        export_settings(config.tracing, config.app_id)  # issue 14: a wrong OTEL_* setting fails here
+        self.tracing: Installed | None = None
+        self.metrics.watch_events(lambda: self.events.subscribers)
 
     def _version_deployed(self, version: FunctionVersion) -> None:
         self.metrics.version_deployed(version)
         self.background.version_deployed(version)
 
-    async def start(self) -> None:
-        """Deploy every configured function (concurrently); readiness is UP only if all succeeded."""
+    async def start(self, *, ready: bool = True) -> None:
+        """Deploy every configured function (concurrently); readiness is UP only if all succeeded.
+        `ready=False`: the caller calls `ready()` itself once its listeners answer."""
+        self.tracing = install(self.config.tracing, self.config.app_id)  # span export, when configured
         self.engine.start_ticker()
         self.background.start()
         await self.upstreams.start()
@@ -94,9 +101,13 @@ class App:
             self.startup_error = str(error)
             log.error("%s", error)
             paths = []
-        await asyncio.gather(*(self.deployments.deploy(path) for path in paths))
+        await self.deployments.deploy_all(paths)  # concurrently (issue 16: collector paused meanwhile)
         await self.health.start()
         self.events.start()
+        if ready:
+            self.ready()
+
+    def ready(self) -> None:
         self.status = Status.UP
         log.info("host ready (engine back-end %s): %d function(s) serving: %s", self.engine.backend,
                  len(self.router.ids()), ", ".join(self.router.ids()) or "none")
@@ -152,3 +163,6 @@ class App:
         self.threads.shutdown()
         self.components.close()
         log.info("shutdown: components closed")
+        if self.tracing is not None:  # the spans still queued go out (bounded by the export timeout)
+            await asyncio.to_thread(self.tracing.remove)
+            self.tracing = None

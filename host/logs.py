@@ -19,13 +19,14 @@ import itertools
 import json
 import logging
 import os
-import re
 import secrets
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
+
+from host.tracing.context import context_of
 
 TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
@@ -35,7 +36,6 @@ LogFormat = Literal["text", "json"]
 CHATTY_LOGGERS = ("watchdog",)
 GUEST_LOGGER = "wasm.guest"
 _GUEST_FORMAT = "[%s] %s"  # abi/vm.py guest_log: (function id, the guest's message)
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _PROCESS_TAG = secrets.token_hex(3)  # request ids stay distinct across workers and hosts
 
 
@@ -49,12 +49,10 @@ next_request_number = itertools.count(1).__next__  # thread-safe (one C call und
 
 
 def _trace_ids(request: _Request) -> tuple[str, str]:
-    """(trace id, parent span id) from a W3C `traceparent` header, or ("", "")."""
-    header = request.header("traceparent")
-    match = _TRACEPARENT.match(header.strip().lower()) if header else None
-    if match is None or set(match.group(1)) == {"0"}:
-        return "", ""
-    return match.group(1), match.group(2)
+    """(trace id, span id) of the request's trace context (host/tracing): the caller's trace when it
+    sent a valid traceparent, else the one this request started (a root request, a delivery)."""
+    context = context_of(request)  # type: ignore[arg-type]  # the call path's requests are HttpRequests
+    return context.trace_id, context.span_id
 
 
 def request_fields(record: logging.LogRecord) -> dict[str, str]:

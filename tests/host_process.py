@@ -44,6 +44,23 @@ def post_json(url: str, body: Any, token: str = "") -> tuple[int, bytes]:
     return status, answer
 
 
+def write_host_config(tmp_path: Path, folder: Path, listen: int, admin: int, *, server: str = "", rest: str = "",
+                      name: str = "host.toml") -> Path:
+    """A config for `python -m host serve` on the given ports, with the runtime API listeners off and
+    a module cache of the test's own; `server`: more [server] lines, `rest`: the tables after it."""
+    config = tmp_path / name
+    config.write_text(f"""functions_dirs = ["{folder}"]
+[server]
+listen = "127.0.0.1:{listen}"
+admin = "127.0.0.1:{admin}"
+cache_dir = "{tmp_path / 'cache'}"
+grpc = ""
+dapr_http = ""
+{server}
+{rest}""")
+    return config
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -92,6 +92,9 @@ class HostLinker:
         self._signatures: weakref.WeakKeyDictionary[wasmtime.Module, tuple[_Import, ...]] = (
             weakref.WeakKeyDictionary())
         self._pre: weakref.WeakKeyDictionary[wasmtime.Module, wasmtime.InstancePre] = weakref.WeakKeyDictionary()
+        # The signatures of each module's exported functions, learnt by its first instances
+        # (abi/engine/_guest.py): a module's later instances skip the lookups and type reads.
+        self._exports: weakref.WeakKeyDictionary[wasmtime.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
         self._cache_lock = threading.Lock()
         # --- end per-module caches ---
 
@@ -120,6 +123,14 @@ class HostLinker:
             with self._cache_lock:
                 pre = self._pre.setdefault(module, pre)
         return pre
+
+    def export_signatures(self, module: wasmtime.Module) -> dict[str, Any]:
+        """The shared export-signature table of `module`'s instances (filled as they look exports up)."""
+        with self._cache_lock:
+            table = self._exports.get(module)
+            if table is None:
+                table = self._exports[module] = {}
+        return table
 
     def _matching(self, imp: _Import) -> HostFunction | None:
         module, name, kind, params, results = imp
@@ -254,11 +265,17 @@ class WasmEngine:
     # -- modules ------------------------------------------------------------------------------
     def compile(self, wasm: bytes) -> wasmtime.Module:
         """Raises ResourceLimitError (before compiling) when the process is out of memory mappings."""
-        self.maps.admit(MODULE_MAPS, "load a module")
+        self.maps.admit(MODULE_MAPS, "load a module", module=True)
         return wasmtime.Module(self.engine, wasm)
 
+    def deserialize(self, artifact: bytes) -> wasmtime.Module:
+        """A module from its serialized artifact (in anonymous memory: two mappings, where a file's
+        mapping is three)."""
+        self.maps.admit(MODULE_MAPS, "load a module", module=True)
+        return wasmtime.Module.deserialize(self.engine, artifact)
+
     def deserialize_file(self, path: str) -> wasmtime.Module:
-        self.maps.admit(MODULE_MAPS, "load a module")
+        self.maps.admit(MODULE_MAPS, "load a module", module=True)
         return wasmtime.Module.deserialize_file(self.engine, path)
 
     def linker(self, functions: Sequence[HostFunction]) -> HostLinker:
@@ -283,7 +300,7 @@ class WasmEngine:
             from abi.engine._guest import trap_from_wasmtime
             raise trap_from_wasmtime(error) from None
         store.set_epoch_deadline(1 << 62)
-        guest = self._guest_class(store, instance, owner)
+        guest = self._guest_class(store, instance, owner, linker.export_signatures(module))
         guest.may_hold_gil = self.guests_may_hold_gil and self.backend != "public"
         return guest
 

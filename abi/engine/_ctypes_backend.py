@@ -120,8 +120,9 @@ class FastGuest(GuestBase):
     by a trap at a fixed epoch: a guest call that keeps the GIL (`hold_gil`) yields it there, so
     it stalls other Python threads for one tick at most; past the deadline the callback ends it."""
 
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
-        super().__init__(store, instance, owner)
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any,
+                 signatures: dict[str, Any] | None = None):
+        super().__init__(store, instance, owner, signatures)
         self._context = ctypes.cast(store._context(), c_void_p).value
         self._deadline_at = float("inf")
         self._install_epoch_callback(store)
@@ -153,10 +154,9 @@ class FastGuest(GuestBase):
                                                  encoded, len(encoded), ctypes.byref(item))
         return wrap_extern(item) if found else None
 
-    def _make_call(self, export: wasmtime.Func) -> Callable[..., int | None]:
-        functype = export.type(self.store)
-        params = [str(p) for p in functype.params]
-        results = [str(r) for r in functype.results]
+    def _make_call(self, export: wasmtime.Func, signature: Any) -> Callable[..., int | None]:
+        """`signature`: (parameter kinds, result kinds) from GuestBase._signature."""
+        params, results = signature
         slots_needed = max(len(params), len(results), 1)
         buffer = (ctypes.c_ubyte * (_RAW_SIZE * slots_needed))()
         base = ctypes.addressof(buffer)

@@ -75,6 +75,7 @@ class _ActiveGuest(threading.local):
 
 
 ACTIVE = _ActiveGuest()
+_UNSEEN = object()
 
 
 class GuestBase:
@@ -88,11 +89,17 @@ class GuestBase:
     pending_error: BaseException | None
     may_hold_gil = False  # set by the engine: true when its epoch ticker does not need the GIL
 
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any,
+                 signatures: dict[str, Any] | None = None):
         self.store = store
         self.instance = instance
         self.owner = owner
         self.pending_error = None
+        # Shared by every instance of one module (issue 16: an instance started from zero): export
+        # name -> the back-end's description of that function's signature, or None when the module
+        # exports no such function — so a later instance neither looks up missing exports nor reads
+        # the types of those it has.
+        self._signatures: dict[str, Any] = {} if signatures is None else signatures
         self._export_cache: dict[str, Any] = {}
         self._funcs: dict[str, Callable[..., int | None] | None] = {}
         memory = self.export("memory")
@@ -155,6 +162,17 @@ class GuestBase:
         for ptr, size in ptrs_and_sizes:
             self._check(ptr, size)
 
+    def release(self) -> None:
+        """Free this instance's store now (its linear memory, its memory mappings) rather than when
+        Python's cyclic collector reaches it (the guest and its owner refer to each other). Only for
+        a retired instance nothing will call again: memory accesses then fail (GuestMemoryError)."""
+        self._memory = None
+        self._view = memoryview(b"")
+        self._size = 0
+        self._funcs.clear()
+        self._export_cache.clear()
+        self.store.close()
+
     # -- exports ------------------------------------------------------------------------------
     def export(self, name: str) -> Any:
         """The export called `name` (a Func, Memory, ...) or None; looked up once."""
@@ -167,17 +185,33 @@ class GuestBase:
         return self.instance.exports(self.store).get(name)
 
     def has_export(self, name: str) -> bool:
-        return isinstance(self.export(name), wasmtime.Func)
+        """Whether the module exports a function called `name`."""
+        return self._signature_of(name) is not None
+
+    def _signature_of(self, name: str) -> Any:
+        """The signature of export `name` (None: no such function), known per module."""
+        signature = self._signatures.get(name, _UNSEEN)
+        if signature is _UNSEEN:
+            export = self.export(name)
+            signature = self._signature(export) if isinstance(export, wasmtime.Func) else None
+            self._signatures[name] = signature
+        return signature
 
     def func(self, name: str) -> Callable[..., int | None] | None:
         """A callable for export `name`, resolved once; None when the module lacks it."""
         if name not in self._funcs:
-            export = self.export(name)
-            self._funcs[name] = self._make_call(export) if isinstance(export, wasmtime.Func) else None
+            signature = self._signature_of(name)
+            self._funcs[name] = None if signature is None else self._make_call(self.export(name), signature)
         return self._funcs[name]
 
-    def _make_call(self, export: wasmtime.Func) -> Callable[..., int | None]:
-        """The back-end's way of calling an exported function."""
+    def _signature(self, export: wasmtime.Func) -> Any:
+        """The back-end's description of `export`'s type, shared by the module's instances: here
+        (parameter kinds, result kinds) as "i32"/"i64"."""
+        functype = export.type(self.store)
+        return tuple(str(p) for p in functype.params), tuple(str(r) for r in functype.results)
+
+    def _make_call(self, export: wasmtime.Func, signature: Any) -> Callable[..., int | None]:
+        """The back-end's way of calling an exported function (`signature` from `_signature`)."""
         raise NotImplementedError
 
     # -- GIL ---------------------------------------------------------------------------------------

@@ -63,10 +63,11 @@ def define(linker: wasmtime.Linker, host: HostFunction) -> None:
 
 
 class NativeGuest(FastGuest):
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any):
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, owner: Any,
+                 signatures: dict[str, Any] | None = None):
         self._state = _native.GuestState(self, owner)
         self._state.deadline_at = float("inf")
-        super().__init__(store, instance, owner)
+        super().__init__(store, instance, owner, signatures)
 
     def _install_epoch_callback(self, store: wasmtime.Store) -> None:
         # The C callback reads the deadline from the GuestState, which lives as long as the guest.
@@ -83,10 +84,14 @@ class NativeGuest(FastGuest):
     def hold_gil(self, value: bool) -> None:
         self._state.hold_gil = value and self.may_hold_gil
 
-    def _make_call(self, export: wasmtime.Func) -> Callable[..., int | None]:
+    def _signature(self, export: wasmtime.Func) -> tuple[bytes, int]:
+        """(parameter kinds, result kind) as `_native` reads them."""
         functype = export.type(self.store)
-        return _native.GuestCall(self._state, self._context, bytes(export._func), _kinds(functype.params),
-                                 _result_kind(functype.results))
+        return _kinds(functype.params), _result_kind(functype.results)
+
+    def _make_call(self, export: wasmtime.Func, signature: Any) -> Callable[..., int | None]:
+        params, result = signature
+        return _native.GuestCall(self._state, self._context, bytes(export._func), params, result)
 
     def _fail_native(self, error: int | None, trap: int | None) -> None:
         """Called by a GuestCall whose guest trapped or failed: raise the matching GuestTrap."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import wasmtime
 
@@ -35,13 +36,14 @@ def define(linker: wasmtime.Linker, host: HostFunction) -> None:
 
 
 class PublicGuest(GuestBase):
-    def _make_call(self, export: wasmtime.Func) -> Callable[..., int | None]:
+    def _make_call(self, export: wasmtime.Func, signature: Any) -> Callable[..., int | None]:
+        """`signature`: (parameter kinds, result kinds) from GuestBase._signature."""
         store = self.store
         guest = self
-        functype = export.type(store)
-        nparams = len(functype.params)
+        params, results = signature
+        nparams = len(params)
         # i32 results are the ABI's unsigned ints; wasmtime-py returns them signed.
-        unsigned_result = bool(functype.results) and str(functype.results[0]) == I32
+        unsigned_result = bool(results) and results[0] == I32
 
         def call(*args: int) -> int | None:
             if len(args) < nparams:

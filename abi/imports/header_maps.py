@@ -12,17 +12,22 @@ hostcall = ImportGroup(pure=True)
 _MAX_MAP_TYPE = max(MapType)
 
 
+_REQUEST_HEADERS = int(MapType.HTTP_REQUEST_HEADERS)
+
+
 def _map(vm, map_type: int) -> HeaderList | int:
+    stream = vm.stream
+    # The request headers during a stream callback: by far the most read map, looked up first.
+    if map_type == _REQUEST_HEADERS and stream is not None:
+        return stream.request_headers
     if map_type > _MAX_MAP_TYPE:
         return Status.BAD_ARGUMENT
-    received = vm.call_maps.get(map_type)  # maps 4-7, in an http/gRPC call callback
-    if received is not None:
-        return received
-    stream = vm.stream
+    if vm.call_maps:
+        received = vm.call_maps.get(map_type)  # maps 4-7, in an http/gRPC call callback
+        if received is not None:
+            return received
     if stream is None:
         return Status.NOT_FOUND
-    if map_type == MapType.HTTP_REQUEST_HEADERS:
-        return stream.request_headers
     if map_type == MapType.HTTP_REQUEST_TRAILERS:
         return stream.request_trailers
     if map_type == MapType.HTTP_RESPONSE_HEADERS:
@@ -70,11 +75,12 @@ def proxy_get_header_map_value(vm, map_type: int, key_ptr: int, key_size: int, p
     pairs = _map(vm, map_type)
     if isinstance(pairs, int):
         return pairs
-    key = vm.read_str(key_ptr, key_size).lower()
+    key = vm.guest.read(key_ptr, key_size).decode("utf-8", "surrogateescape").lower()
     values = [v for k, v in pairs if k == key]
     if not values:
         return Status.NOT_FOUND
-    vm.return_bytes(",".join(values).encode("utf-8", "surrogateescape"), ptr_ptr, size_ptr)
+    value = values[0] if len(values) == 1 else ",".join(values)
+    vm.return_bytes(value.encode("utf-8", "surrogateescape"), ptr_ptr, size_ptr)
     return Status.OK
 
 

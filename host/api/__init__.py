@@ -9,15 +9,21 @@ translations onto it, so every entry point validates and answers alike.
 Component calls block (Redis and PostgreSQL round trips). Entry points on the event loop run them
 with `RuntimeApi.run`, on a small thread pool of the API's own (a slow backend then delays only API
 calls, never the loop or the guests' threads); guest threads call the modules directly.
+
+Runtime-call metrics (issue 14): each transport serves a view, `for_api("grpc")` / `for_api("http")`,
+sharing every part and the threads; its `run` observes the component calls (host/api/observed.py)
+and its `invoke` the invocations, under that API's label.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter
 from typing import TypeVar
 
 from host.api.configuration import ConfigurationApi
@@ -25,11 +31,13 @@ from host.api.errors import ApiError, Code
 from host.api.invoke import InvokeApi
 from host.api.lock import LockApi
 from host.api.metadata import MetadataApi
+from host.api.observed import marked
 from host.api.pubsub import PubSubApi
 from host.api.sequencer import SequencerApi
 from host.api.state import StateApi
 from host.components.catalog import Components
 from host.functions.dispatch import Dispatcher
+from host.metrics import NO_OBSERVER, CallObserver, RuntimeCallMetrics
 
 T = TypeVar("T")
 
@@ -37,9 +45,25 @@ T = TypeVar("T")
 API_THREADS = min(32, (os.cpu_count() or 4) + 4)
 
 
+class _Threads:
+    """The API's thread pool, shared by every view, created on first use (a host without API
+    listeners starts none)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.executor: ThreadPoolExecutor | None = None
+
+    def pool(self) -> ThreadPoolExecutor:
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(self.size, thread_name_prefix="runtime-api")
+        return self.executor
+
+
 class RuntimeApi:
-    def __init__(self, components: Components, dispatcher: Dispatcher, threads: int = API_THREADS):
+    def __init__(self, components: Components, dispatcher: Dispatcher, threads: int = API_THREADS,
+                 metrics: RuntimeCallMetrics | None = None):
         self.app_id = components.app_id
+        self.components = components
         self.state = StateApi(components)
         self.pubsub = PubSubApi(components)
         self.lock = LockApi(components)
@@ -47,18 +71,40 @@ class RuntimeApi:
         self.configuration = ConfigurationApi(components)
         self.invoke = InvokeApi(dispatcher)
         self.metadata = MetadataApi(components, dispatcher.router.ids)
-        self._threads = threads
-        self._executor: ThreadPoolExecutor | None = None
+        self.observer: CallObserver = NO_OBSERVER
+        self._metrics = metrics
+        self._threads = _Threads(threads)
 
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:  # created on first use: a host without API listeners starts none
-            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="runtime-api")
-        return self._executor
+    def for_api(self, api: str) -> RuntimeApi:
+        """This API as one transport serves it ("grpc", "http"): the same parts, streams and threads,
+        its calls counted under `api`. Without metrics, the API itself."""
+        if self._metrics is None:
+            return self
+        view = copy.copy(self)  # shallow: every part (and the thread pool) is shared
+        view.observer = self._metrics.for_api(api)
+        view.invoke = InvokeApi(self.invoke.dispatcher, view.observer)
+        return view
 
     async def run(self, call: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """`call(*args, **kwargs)` on the API's threads, from the event loop."""
+        """`call(*args, **kwargs)` on the API's threads, from the event loop; a component call is
+        observed (capability, component, outcome, time from here to its answer)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), functools.partial(call, *args, **kwargs))
+        job = functools.partial(call, *args, **kwargs)
+        spec = marked(call) if self.observer is not NO_OBSERVER else None
+        if spec is None:
+            return await loop.run_in_executor(self._threads.pool(), job)
+        capability, component_of = spec
+        name = component_of(*args)
+        if name not in self.components.of(capability):
+            name = ""  # a client-chosen name creates no series
+        started = perf_counter()
+        try:
+            result = await loop.run_in_executor(self._threads.pool(), job)
+        except Exception as error:
+            self.observer.observe(capability, name, error, perf_counter() - started)
+            raise
+        self.observer.observe(capability, name, None, perf_counter() - started)
+        return result
 
     def end_streams(self) -> None:
         """Ends every configuration subscription and topic stream, so the gRPC streams serving
@@ -70,8 +116,8 @@ class RuntimeApi:
         """Ends the streams and stops the threads; calls still running finish in the background,
         bounded by their backends' timeouts."""
         self.end_streams()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._threads.executor is not None:
+            self._threads.executor.shutdown(wait=False, cancel_futures=True)
 
 
 __all__ = ["ApiError", "Code", "RuntimeApi"]

@@ -28,6 +28,7 @@ class Kind:
     not_found_http: int = 400
 
 
+UNKNOWN = "unknown_component"  # the runtime-call metrics' outcome (host/metrics/runtime.py)
 STATE = Kind("state", "state store", "STATE_STORE", 500)
 PUBSUB = Kind("pubsub", "pubsub", "PUBSUB", 400, not_found_http=404)
 LOCK = Kind("lock", "lock store", "LOCK_STORE", 500)
@@ -40,15 +41,16 @@ def named(components: Components, kind: Kind, name: str) -> Any:
     configured: Mapping[str, Any] = components.of(kind.capability)
     if not configured:
         raise ApiError(Code.FAILED_PRECONDITION, f"no {kind.noun} is configured",
-                       error_code=f"ERR_{kind.dapr}_NOT_CONFIGURED", http_status=kind.not_configured_http)
+                       error_code=f"ERR_{kind.dapr}_NOT_CONFIGURED", http_status=kind.not_configured_http,
+                       outcome=UNKNOWN)
     if not name:
         raise ApiError(Code.INVALID_ARGUMENT, f"the {kind.noun} name is empty",
-                       error_code=f"ERR_{kind.dapr}_NOT_FOUND", http_status=kind.not_found_http)
+                       error_code=f"ERR_{kind.dapr}_NOT_FOUND", http_status=kind.not_found_http, outcome=UNKNOWN)
     component = configured.get(name)
     if component is None:
         raise ApiError(Code.INVALID_ARGUMENT, f"{kind.noun} {name!r} is not found (configured: "
                        f"{', '.join(sorted(configured))})", error_code=f"ERR_{kind.dapr}_NOT_FOUND",
-                       http_status=kind.not_found_http)
+                       http_status=kind.not_found_http, outcome=UNKNOWN)
     return component
 
 
@@ -65,12 +67,12 @@ def mapped(action: str, error_code: str, *, in_transaction: bool = False) -> Ite
     except NotSupported as error:
         raise ApiError(Code.UNIMPLEMENTED, f"{action}: {error}", error_code=error_code) from None
     except EtagMismatch as error:
-        if in_transaction:
-            raise ApiError(Code.INTERNAL, f"{action}: {error}", error_code=error_code) from None
+        if in_transaction:  # Dapr's code; still a conflict for the metrics
+            raise ApiError(Code.INTERNAL, f"{action}: {error}", error_code=error_code, outcome="conflict") from None
         raise ApiError(Code.ABORTED, f"{action}: {error}", error_code=error_code) from None
     except EtagInvalid as error:
         if in_transaction:
-            raise ApiError(Code.INTERNAL, f"{action}: {error}", error_code=error_code) from None
+            raise ApiError(Code.INTERNAL, f"{action}: {error}", error_code=error_code, outcome="bad_request") from None
         raise ApiError(Code.INVALID_ARGUMENT, f"{action}: {error}", error_code=error_code) from None
     except ComponentError as error:
         raise ApiError(Code.INTERNAL, f"{action}: {error}", error_code=error_code) from None

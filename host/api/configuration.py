@@ -19,6 +19,7 @@ from typing import Any
 
 from host.api._components import CONFIGURATION, mapped, named, no_metadata
 from host.api.errors import invalid
+from host.api.observed import component_call, first_argument
 from host.components.catalog import Components
 from host.components.configuration import ConfigItem, ConfigWatch
 from host.components.configuration._identity import normalize
@@ -55,6 +56,7 @@ class ConfigurationApi:
             raise invalid(f"{where}.app_id {app_id!r} is not this host's app id {self.components.app_id!r}")
 
     # -- Layotto's shape --------------------------------------------------------------------------
+    @component_call("configuration")
     def get(self, request: pb.GetConfigurationRequest) -> pb.GetConfigurationResponse:
         store = self._store(request.store_name)
         self._check_app(request.app_id, "GetConfigurationRequest")
@@ -65,6 +67,7 @@ class ConfigurationApi:
             items = store.get(list(request.keys), request.group, request.label)
         return pb.GetConfigurationResponse(items=[layotto_item(item) for item in items])
 
+    @component_call("configuration")
     def save(self, request: pb.SaveConfigurationRequest) -> None:
         store = self._store(request.store_name)
         self._check_app(request.app_id, "SaveConfigurationRequest")
@@ -84,6 +87,7 @@ class ConfigurationApi:
             for item in deleted:
                 store.delete([item.key], item.group, item.label)
 
+    @component_call("configuration")
     def delete(self, request: pb.DeleteConfigurationRequest) -> None:
         store = self._store(request.store_name)
         self._check_app(request.app_id, "DeleteConfigurationRequest")
@@ -94,6 +98,7 @@ class ConfigurationApi:
             store.delete(list(request.keys), request.group, request.label)
 
     # -- Dapr's shape -----------------------------------------------------------------------------
+    @component_call("configuration", first_argument)
     def get_items(self, store_name: str, keys: Sequence[str], metadata: Mapping[str, str]) -> list[ConfigItem]:
         """Items of the default group and label (Dapr clients know no groups); all of them when
         `keys` is empty."""
@@ -104,6 +109,7 @@ class ConfigurationApi:
         return items
 
     # -- subscriptions ----------------------------------------------------------------------------
+    @component_call("configuration", first_argument)
     def subscribe(self, store_name: str, keys: Sequence[str], on_change: OnChange, on_end: Callable[[], None], *,
                   group: str = "", label: str = "", metadata: Mapping[str, str] | None = None,
                   app_id: str = "") -> str:

@@ -34,17 +34,26 @@ class Code(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
+# The runtime-call metrics' outcome of a code (host/metrics/runtime.py); anything else is "error".
+_OUTCOMES = {Code.ABORTED: "conflict", Code.INVALID_ARGUMENT: "bad_request", Code.OUT_OF_RANGE: "bad_request",
+             Code.UNIMPLEMENTED: "bad_request"}
+
+
 class ApiError(Exception):
     """A runtime API call failed. `error_code` is Dapr's HTTP `errorCode` (e.g.
     `ERR_STATE_STORE_NOT_FOUND`); `http_status` overrides the HTTP status derived from `code` where
-    Dapr's differs (a state store that is not configured is 500 over HTTP, FailedPrecondition over gRPC)."""
+    Dapr's differs (a state store that is not configured is 500 over HTTP, FailedPrecondition over gRPC).
+    `outcome` is the runtime-call metrics' word for it, when the code alone does not say (an unknown
+    component is InvalidArgument, as is a bad argument)."""
 
-    def __init__(self, code: Code, message: str, *, error_code: str = "", http_status: int | None = None):
+    def __init__(self, code: Code, message: str, *, error_code: str = "", http_status: int | None = None,
+                 outcome: str | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.error_code = error_code
         self.http_status = http_status
+        self.outcome = outcome or _OUTCOMES.get(code, "error")
 
     def __repr__(self) -> str:
         return f"ApiError({self.code.name}, {self.message!r})"

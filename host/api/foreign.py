@@ -7,12 +7,17 @@ Statuses, as the ABI's errors: an unknown method, an unknown store / pubsub / ta
 function's allow-list refuses (answered alike, so a function cannot probe what exists) is UnknownName
 (NotFound); a request that does not parse or has bad arguments is BadRequest (BadArgument); an ETag
 mismatch is Conflict (CasMismatch); any other failure is ServiceError (InternalFailure).
+
+Runtime-call metrics: built over the API's api="function" view, each call is counted as the
+functions' other runtime calls are (capability, component, outcome; a refused or unknown name as
+component "" with outcome unknown_component).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -94,12 +99,20 @@ class ForeignRuntimeApi:
             raise BadRequest(f"runtime.v1.{method}: the request is not a serialized "
                              f"{spec.request.DESCRIPTOR.full_name}: {error}") from None
         target = spec.target(message)
+        capability, observer = spec.capability or "invoke", self.api.observer
+        refusal = None
         if permitted is not None and not permitted(spec.allow_list, target):
-            raise UnknownName(f"runtime.v1.{method}: {target!r} is not found")
-        if spec.capability and target not in self.components.of(spec.capability):
-            raise UnknownName(f"runtime.v1.{method}: {spec.capability} {target!r} is not found")
+            refusal = UnknownName(f"runtime.v1.{method}: {target!r} is not found")
+        elif spec.capability and target not in self.components.of(spec.capability):
+            refusal = UnknownName(f"runtime.v1.{method}: {spec.capability} {target!r} is not found")
+        if refusal is not None:
+            observer.observe(capability, "", refusal, 0.0)
+            raise refusal
+        started = perf_counter()
         try:
             response = spec.call(self.api, message)
         except ApiError as error:
+            observer.observe(capability, target, error, perf_counter() - started)
             raise service_error(error) from None
+        observer.observe(capability, target, None, perf_counter() - started)
         return response.SerializeToString() if response is not None else b""

@@ -8,12 +8,17 @@ body, `content_type` its Content-Type, and the caller's gRPC metadata its header
 the InvokeResponse; any other status is an error with the code Dapr gives it (its
 `CodeFromHTTPStatus`: 404 NotFound, 400 Internal, 500 Unknown...). A call the host could not
 make (unknown id, no instance in time, deadline) has the dispatcher's meaning as a code.
+
+Runtime-call metrics: `forward` (every transport's invoke passes it) observes capability "invoke",
+component = the function id: "ok" when the function answered, whatever its status (the status is
+in the function's own request metrics); an id nothing serves is `unknown_component`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from http import HTTPStatus
+from time import perf_counter
 
 from abi import HttpRequest, HttpResponse
 from abi.maps import first_value
@@ -28,6 +33,8 @@ from host.functions.dispatch import (
     RequestTimedOut,
 )
 from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+from host.metrics import NO_OBSERVER, CallObserver
+from host.tracing.current import child_headers
 
 # Dapr's pkg/messaging/v1 CodeFromHTTPStatus (2xx is OK; anything not listed is Unknown).
 _FROM_HTTP = {408: Code.CANCELLED, 500: Code.UNKNOWN, 400: Code.INTERNAL, 504: Code.DEADLINE_EXCEEDED,
@@ -43,8 +50,9 @@ def code_from_http(status: int) -> Code:
 
 
 def dispatch_error(error: DispatchError) -> ApiError:
+    outcome = None
     if isinstance(error, FunctionNotFound):
-        code = Code.NOT_FOUND
+        code, outcome = Code.NOT_FOUND, "unknown_component"
     elif isinstance(error, FunctionUnavailable):
         code = Code.UNAVAILABLE
     elif isinstance(error, RequestTimedOut) or (isinstance(error, GuestFailed) and error.status == 504):
@@ -54,7 +62,7 @@ def dispatch_error(error: DispatchError) -> ApiError:
     else:
         code = Code.INTERNAL
     return ApiError(code, f"failed to invoke, id: {error.function_id!r}: {error}", error_code="ERR_DIRECT_INVOKE",
-                    http_status=error.status)
+                    http_status=error.status, outcome=outcome)
 
 
 def forwarded(metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -63,8 +71,9 @@ def forwarded(metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 class InvokeApi:
-    def __init__(self, dispatcher: Dispatcher):
+    def __init__(self, dispatcher: Dispatcher, observer: CallObserver = NO_OBSERVER):
         self.dispatcher = dispatcher
+        self.observer = observer
 
     @staticmethod
     def http_request(request: pb.InvokeServiceRequest, metadata: Sequence[tuple[str, str]] = ()) -> HttpRequest:
@@ -100,13 +109,17 @@ class InvokeApi:
 
     async def forward(self, function_id: str, request: HttpRequest) -> HttpResponse:
         """Runs `request` on the function `function_id` from the event loop; the answer as it is."""
+        started = perf_counter()
         try:
             version = self.dispatcher.find(function_id)
             answer = self.dispatcher.try_now(version, request)
             if answer is None:
                 answer = await self.dispatcher.call(version, request)
         except DispatchError as error:
-            raise dispatch_error(error) from None
+            failure = dispatch_error(error)
+            self.observer.observe("invoke", function_id, failure, perf_counter() - started)
+            raise failure from None
+        self.observer.observe("invoke", function_id, None, perf_counter() - started)
         return answer
 
     async def invoke(self, request: pb.InvokeServiceRequest,
@@ -118,7 +131,7 @@ class InvokeApi:
     def invoke_blocking(self, request: pb.InvokeServiceRequest) -> pb.InvokeResponse:
         """From a guest thread (the foreign-function route): a nested call, bounded like
         `proxy_invoke_service` (invoke timeout, call depth, cycles)."""
-        http_request = self.http_request(request)
+        http_request = self.http_request(request, child_headers())  # in the calling request's trace (issue 14)
         try:
             answer = self.dispatcher.call_blocking(request.id, http_request)
         except DispatchError as error:

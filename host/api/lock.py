@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from host.api._components import LOCK, mapped, named
+from host.api.observed import component_call
 from host.components.catalog import Components
 from host.components.lock.base import check_lock_request
 from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
@@ -23,6 +24,7 @@ class LockApi:
     def _store(self, name: str) -> Any:
         return named(self.components, LOCK, name)
 
+    @component_call("lock")
     def try_lock(self, request: pb.TryLockRequest) -> pb.TryLockResponse:
         store = self._store(request.store_name)
         with mapped(f"trying lock {request.resource_id!r} in lock store {request.store_name!r}", "ERR_TRY_LOCK"):
@@ -30,6 +32,7 @@ class LockApi:
             return pb.TryLockResponse(success=bool(store.try_lock(request.resource_id, request.lock_owner,
                                                                   request.expire)))
 
+    @component_call("lock")
     def unlock(self, request: pb.UnlockRequest) -> pb.UnlockResponse:
         store = self._store(request.store_name)
         with mapped(f"unlocking {request.resource_id!r} in lock store {request.store_name!r}", "ERR_UNLOCK"):

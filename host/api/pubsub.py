@@ -14,10 +14,12 @@ from typing import Any
 
 from host.api._components import PUBSUB, mapped, named, no_metadata
 from host.api.errors import ApiError, Code, invalid
+from host.api.observed import component_call, first_argument
 from host.api.topics import TopicStreams
 from host.components.catalog import Components
 from host.components.pubsub.cloudevents import envelope
 from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+from host.tracing.current import end_call, event_context
 
 RAW_PAYLOAD = "rawPayload"
 
@@ -28,6 +30,10 @@ def _raw(metadata: Mapping[str, str], where: str) -> bool:
     if value not in ("true", "false"):
         raise invalid(f"{where} metadata {RAW_PAYLOAD!r} must be 'true' or 'false', got {metadata[RAW_PAYLOAD]!r}")
     return value == "true"
+
+
+def _pubsub_name(request: pb.PublishEventRequest, *_: str) -> str:
+    return request.pubsub_name
 
 
 class PubSubApi:
@@ -51,15 +57,25 @@ class PubSubApi:
             return envelope(data, content_type, topic=topic, pubsub_name=pubsub_name,
                             source=self.components.app_id, traceparent=traceparent, tracestate=tracestate)
 
+    @component_call("pubsub", _pubsub_name)
     def publish(self, request: pb.PublishEventRequest, traceparent: str = "", tracestate: str = "") -> None:
         pubsub = self._pubsub(request.pubsub_name, request.topic)
         raw = _raw(request.metadata, "PublishEventRequest")
+        span = None
+        if not traceparent:  # a function's publish through the runtime API: its request's trace (issue 14)
+            traceparent, tracestate, span = event_context(request.pubsub_name, request.topic)
         event = self.message(request.pubsub_name, request.topic, bytes(request.data), request.data_content_type,
                              raw, traceparent, tracestate)
-        with mapped(f"publishing to topic {request.topic!r} of pubsub {request.pubsub_name!r}",
-                    "ERR_PUBSUB_PUBLISH_MESSAGE"):
-            pubsub.publish(request.topic, event)
+        try:
+            with mapped(f"publishing to topic {request.topic!r} of pubsub {request.pubsub_name!r}",
+                        "ERR_PUBSUB_PUBLISH_MESSAGE"):
+                pubsub.publish(request.topic, event)
+        except ApiError as error:
+            end_call(span, error.message)
+            raise
+        end_call(span)
 
+    @component_call("pubsub", first_argument)
     def publish_bulk(self, pubsub_name: str, topic: str, entries: list[tuple[str, bytes, str, Mapping[str, str]]],
                      metadata: Mapping[str, str]) -> list[tuple[str, str]]:
         """Dapr's BulkPublishEvent: (entry_id, event, content_type, metadata) each; returns the

@@ -11,6 +11,7 @@ import threading
 
 from host.api._components import SEQUENCER, mapped, named, no_metadata
 from host.api.errors import invalid
+from host.api.observed import component_call
 from host.components.catalog import Components
 from host.components.sequencer import Sequencer, WeakIds
 from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
@@ -29,6 +30,7 @@ class SequencerApi:
                 cache = self._weak[name] = WeakIds(sequencer)
             return cache
 
+    @component_call("sequencer")
     def next_id(self, request: pb.GetNextIdRequest) -> pb.GetNextIdResponse:
         sequencer: Sequencer = named(self.components, SEQUENCER, request.store_name)
         if not request.key:

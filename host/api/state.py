@@ -16,6 +16,7 @@ from typing import Any
 
 from host.api._components import STATE, mapped, named, no_metadata
 from host.api.errors import ApiError, Code, invalid
+from host.api.observed import component_call
 from host.components.catalog import Components
 from host.components.state import Concurrency, Delete, DeleteItem, Operation, StateItem, Upsert
 from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
@@ -75,6 +76,10 @@ def delete_item(key: str, etag: str | None, options: pb.StateOptions, metadata: 
     return DeleteItem(key, etag, concurrency)
 
 
+def _transaction_store(request: pb.ExecuteStateTransactionRequest) -> str:
+    return request.storeName
+
+
 class StateApi:
     def __init__(self, components: Components):
         self.components = components
@@ -82,6 +87,7 @@ class StateApi:
     def _store(self, name: str) -> Any:
         return named(self.components, STATE, name)
 
+    @component_call("state")
     def get(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
         store = self._store(request.store_name)
         _check_consistency(request.consistency, "GetStateRequest")
@@ -92,6 +98,7 @@ class StateApi:
             return pb.GetStateResponse()
         return pb.GetStateResponse(data=value.value, etag=value.etag)
 
+    @component_call("state")
     def get_bulk(self, request: pb.GetBulkStateRequest) -> pb.GetBulkStateResponse:
         store = self._store(request.store_name)
         if request.parallelism < 0:
@@ -106,6 +113,7 @@ class StateApi:
             pb.BulkStateItem(key=value.key, data=value.value or b"", etag=value.etag or "", error=value.error)
             for value in values])
 
+    @component_call("state")
     def save(self, request: pb.SaveStateRequest) -> None:
         store = self._store(request.store_name)
         items = [state_item(item, f"states[{index}]") for index, item in enumerate(request.states)]
@@ -117,6 +125,7 @@ class StateApi:
             else:
                 store.bulk_set(items)
 
+    @component_call("state")
     def delete(self, request: pb.DeleteStateRequest) -> None:
         store = self._store(request.store_name)
         etag = request.etag.value or None if request.HasField("etag") else None
@@ -124,6 +133,7 @@ class StateApi:
         with mapped(f"deleting {request.key!r} from state store {request.store_name!r}", "ERR_STATE_DELETE"):
             store.delete(item)
 
+    @component_call("state")
     def delete_bulk(self, request: pb.DeleteBulkStateRequest) -> None:
         store = self._store(request.store_name)
         items = [self._bulk_delete_item(item, f"states[{index}]") for index, item in enumerate(request.states)]
@@ -138,6 +148,7 @@ class StateApi:
             raise invalid(f"{where}.value: a delete carries no value")
         return delete_item(item.key, _etag(item), item.options, item.metadata, where)
 
+    @component_call("state", _transaction_store)
     def transact(self, request: pb.ExecuteStateTransactionRequest) -> None:
         store = self._store(request.storeName)
         no_metadata(request.metadata, "ExecuteStateTransactionRequest")

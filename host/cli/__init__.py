@@ -104,7 +104,11 @@ def _load(args: argparse.Namespace) -> HostConfig:
         value = getattr(args, flag)
         if value:
             overrides["server"][flag] = value
-    return validate_config(overrides, "command line")
+    config = validate_config(overrides, "command line")
+    from host.tracing.setup import export_settings
+
+    export_settings(config.tracing, config.app_id)  # issue 14: a wrong OTEL_* variable is a config error
+    return config
 
 
 def _configure_logging(config: HostConfig, worker: int | None = None) -> None:

@@ -12,13 +12,18 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 from pydantic import Field, field_validator
 
 from host.components.base import BackendConfig
 from host.components.errors import ComponentError
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")  # redis-py is imported when a Redis component is first used (start-up time)
 
 Arg = str | bytes | int | float
 

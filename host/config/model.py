@@ -122,7 +122,9 @@ class ServerConfig(_Model):
     worker_heartbeat_timeout_ms: int = Field(10000, ge=0)
     # --- end issue 15 ---
     watch: bool = True  # deploy, update and remove functions when files in functions_dirs change
-    watch_debounce_ms: int = Field(300, ge=0)  # quiet time after the last write before a reload
+    # A file closed after writing, or renamed in, loads at once; this is the quiet time after the
+    # last write before a reload when no close comes (never while a writer holds the file open).
+    watch_debounce_ms: int = Field(300, ge=0)
     # On SIGTERM: stop accepting, then give in-flight requests this long to finish (one still
     # running after it is cut); then pools are closed (root contexts retired) and components closed.
     shutdown_grace_ms: int = Field(10000, ge=0)
@@ -263,8 +265,31 @@ class SubscriptionConfig(_Model):
     concurrency: int = Field(16, ge=1, le=1024)  # deliveries in flight at once
 
 
+class TracingConfig(_Model):
+    """`[tracing]` (host/tracing): W3C trace context is always propagated; spans are exported over
+    OTLP/gRPC only when an endpoint is set here or in OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT (and
+    OTEL_SDK_DISABLED is not true)."""
+
+    enabled: bool = True  # false: never export spans (propagation stays)
+    otlp_endpoint: str = ""  # http://HOST:PORT (plain text) or https://HOST:PORT (TLS); "": from the environment
+    protocol: Literal["grpc"] = "grpc"  # OTLP/gRPC (the exporter's transport; http/protobuf is not offered)
+    sample_ratio: float = Field(1.0, ge=0, le=1)  # of new traces; a request with a traceparent follows its flag
+    service_name: str = ""  # the spans' service.name; default OTEL_SERVICE_NAME, else app_id
+    headers: dict[str, str] = {}  # sent with every export (an API key); default OTEL_EXPORTER_OTLP_HEADERS
+    timeout_ms: int = Field(10_000, gt=0)  # one export call
+    batch_delay_ms: int = Field(1000, gt=0)  # spans wait this long (or for a full batch) before export
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected http://HOST:PORT or https://HOST:PORT, got {value!r}")
+        return value
+
+
 class HostConfig(_Model):
     server: ServerConfig = ServerConfig()
+    tracing: TracingConfig = TracingConfig()  # issue 14: distributed tracing (host/tracing)
     functions_dirs: list[str] = []
     function_defaults: FunctionDefaults = FunctionDefaults()
     functions: dict[str, FunctionConfig] = {}

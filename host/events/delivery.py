@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from abi import HttpRequest
@@ -28,6 +29,9 @@ from host.components.pubsub import Message, PubSub, Subscription
 from host.components.pubsub.cloudevents import parse
 from host.config import SubscriptionConfig
 from host.functions.dispatch import Dispatcher, DispatchError
+from host.metrics.counts import OutcomeCounts
+from host.metrics.events import DELIVERY_BUCKETS
+from host.tracing.context import event_headers
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,9 @@ class SubscriptionStats:
     delivered: int = 0
     redelivered: int = 0
     dead_lettered: int = 0
+    dropped: int = 0  # given up with no dead-letter topic to park it in
     last_error: str = ""
+    latency: OutcomeCounts = field(default_factory=lambda: OutcomeCounts(DELIVERY_BUCKETS), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, name: str, error: str = "") -> None:
@@ -83,7 +89,8 @@ class Subscriber:
         return {"function": spec.function, "pubsub": spec.pubsub, "topic": spec.topic, "group": self.group,
                 "dead_letter_topic": spec.dead_letter_topic or None, "max_attempts": spec.max_attempts,
                 "delivered": self.stats.delivered, "redelivered": self.stats.redelivered,
-                "dead_lettered": self.stats.dead_lettered, "last_error": self.stats.last_error or None}
+                "dead_lettered": self.stats.dead_lettered, "dropped": self.stats.dropped,
+                "last_error": self.stats.last_error or None}
 
     # -- in the consumer thread ----------------------------------------------------------------------
     def _consume(self) -> None:
@@ -109,7 +116,7 @@ class Subscriber:
 
     def _deliver_batch(self, subscription: Subscription, messages: list[Message]) -> None:
         assert self._loop is not None
-        futures = [asyncio.run_coroutine_threadsafe(self._deliver(message), self._loop) for message in messages]
+        futures = [asyncio.run_coroutine_threadsafe(self._timed(message), self._loop) for message in messages]
         for message, future in zip(messages, futures, strict=True):
             try:
                 status, reason = future.result()
@@ -139,18 +146,27 @@ class Subscriber:
                                 {"deadletter.reason": reason, "deadletter.attempts": str(message.attempt),
                                  "deadletter.topic": spec.topic})
         subscription.ack(message)
-        self.stats.count("dead_lettered", reason)
+        self.stats.count("dead_lettered" if spec.dead_letter_topic else "dropped", reason)
         log.warning("event %s to %s given up after %d attempt(s): %s%s", message.id, spec.function, message.attempt,
                     reason, f"; parked in {spec.dead_letter_topic!r}" if spec.dead_letter_topic else "; dropped")
 
     # -- on the event loop -----------------------------------------------------------------------------
+    async def _timed(self, message: Message) -> tuple[int, str]:
+        """`_deliver`, its time in the delivery metrics (host/metrics/events.py)."""
+        started = perf_counter()
+        try:
+            return await self._deliver(message)
+        finally:
+            self.stats.latency.time(perf_counter() - started)
+
     async def _deliver(self, message: Message) -> tuple[int, str]:
         try:
             event = parse(message.data)
         except InvalidRequest as error:
             return _NOT_A_CLOUDEVENT, f"not a CloudEvent: {error}"
-        request = HttpRequest.build("POST", f"/{self.spec.topic}", event.binary_headers(), event.data,
-                                    authority="events")
+        # The event's trace extension becomes the delivery's traceparent: the publisher's span is its parent.
+        request = HttpRequest.build("POST", f"/{self.spec.topic}", [*event.binary_headers(),
+                                    *event_headers(event.extensions)], event.data, authority="events")
         try:
             version = self.dispatcher.find(self.spec.function)
             response = await self.dispatcher.call(version, request)

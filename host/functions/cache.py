@@ -4,11 +4,13 @@ Components (host/functions/components) are cached alike, as `<key>.component.cwa
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import hashlib
 import logging
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
@@ -41,6 +43,11 @@ class ModuleCache:
         self._fingerprint = f"wasmtime-{version('wasmtime')}/epoch/static-memory{fuel}".encode()
         # Recently loaded modules by file name; pools keep the ones in use alive, this only saves reloads.
         self._loaded: collections.OrderedDict[str, _Artifact] = collections.OrderedDict()
+        # Every module still alive (a pool holds it), however long ago it was loaded: identical modules
+        # share one compiled copy, its code and its memory mappings (issue 16: 10,000 functions of
+        # one module cost one module's code, not 10,000).
+        self._alive: weakref.WeakValueDictionary[str, _Artifact] = weakref.WeakValueDictionary()
+        self._pending: dict[str, concurrent.futures.Future[_Artifact]] = {}
         self._lock = threading.Lock()
         self.compiled = 0  # counters, read by tests and the admin API
         self.disk_hits = 0
@@ -53,7 +60,9 @@ class ModuleCache:
 
     def load(self, wasm: bytes) -> wasmtime.Module:
         """Raises wasmtime.WasmtimeError when the bytes are not a valid module."""
-        module = self._load(wasm, ".cwasm", self.engine.compile, self.engine.deserialize_file)
+        # A module's artifact is read and deserialized from memory, not mapped from its file: the file
+        # mapping is a third memory mapping per module (issue 16), and the copy of a small artifact is cheap.
+        module = self._load(wasm, ".cwasm", self.engine.compile, self._deserialize_module)
         assert isinstance(module, wasmtime.Module)
         return module
 
@@ -70,10 +79,37 @@ class ModuleCache:
         name = f"{self.key(wasm)}{suffix}"
         with self._lock:
             artifact = self._loaded.get(name)
+            if artifact is None:
+                artifact = self._alive.get(name)
             if artifact is not None:
+                self._loaded[name] = artifact
                 self._loaded.move_to_end(name)
                 self.memory_hits += 1
                 return artifact
+            # Concurrent deploys of one module (a folder of copies) wait for the first load.
+            pending = self._pending.get(name)
+            if pending is None:
+                self._pending[name] = concurrent.futures.Future()
+        if pending is not None:
+            result: _Artifact = pending.result()
+            with self._lock:
+                self.memory_hits += 1
+            return result
+        try:
+            artifact = self._load_new(name, wasm, compile, deserialize_file)
+        except BaseException as error:
+            with self._lock:
+                self._pending.pop(name).set_exception(error)
+            raise
+        with self._lock:
+            self._loaded[name] = self._alive[name] = artifact
+            while len(self._loaded) > MEMORY_ENTRIES:
+                self._loaded.popitem(last=False)
+            self._pending.pop(name).set_result(artifact)
+        return artifact
+
+    def _load_new(self, name: str, wasm: bytes, compile: Callable[[bytes], _Artifact],
+                  deserialize_file: Callable[[str], _Artifact]) -> _Artifact:
         path = self.directory / name
         artifact = self._from_disk(path, deserialize_file)
         if artifact is None:
@@ -84,11 +120,11 @@ class ModuleCache:
         else:
             with self._lock:
                 self.disk_hits += 1
-        with self._lock:
-            self._loaded[name] = artifact
-            while len(self._loaded) > MEMORY_ENTRIES:
-                self._loaded.popitem(last=False)
         return artifact
+
+    def _deserialize_module(self, path: str) -> wasmtime.Module:
+        with open(path, "rb") as artifact:
+            return self.engine.deserialize(artifact.read())
 
     def _from_disk(self, path: Path, deserialize_file: Callable[[str], _Artifact]) -> _Artifact | None:
         if not path.exists():
@@ -111,6 +147,7 @@ class ModuleCache:
         with self._lock:
             for suffix in (".cwasm", ".component.cwasm"):
                 self._loaded.pop(f"{self.key(wasm)}{suffix}", None)
+                self._alive.pop(f"{self.key(wasm)}{suffix}", None)
 
     def stats(self) -> dict[str, int]:
         return {"compiled": self.compiled, "disk_hits": self.disk_hits, "memory_hits": self.memory_hits}

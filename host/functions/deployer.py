@@ -18,7 +18,7 @@ from host.functions.cache import ModuleCache
 from host.functions.components import ComponentDeployer, ComponentInstance, is_component
 from host.functions.errors import DeployError
 from host.functions.policy import ExecutionPolicy
-from host.functions.pool import BackgroundRunner, InstancePool
+from host.functions.pool import BackgroundRunner, InstancePool, reclaim_idle_instances
 from host.functions.spec import FunctionSpec
 from host.functions.version import FunctionVersion
 
@@ -59,6 +59,9 @@ class Deployer:
         self.services = services
         self.pool_jobs = pool_jobs
         self.run_in_background = run_in_background
+        # Near the memory-map limit, idle instances above their minimum go before anything is refused
+        # (issue 16): functions scaled to zero hold only their module.
+        engine.maps.reclaim = reclaim_idle_instances
         # WebAssembly components of the function world (host/functions/components).
         self.components = ComponentDeployer(engine, cache, services, pool_jobs)
 
@@ -109,9 +112,11 @@ class Deployer:
                 filter_pools.append(pool)
                 eligible = eligible and pure
             first, pool, pure, sha256 = self._start_pool(spec, run_in_background)
-        except BaseException:
+        except BaseException as error:
             for started in filter_pools:
                 started.close()
+            if filter_pools and isinstance(error, DeployError):
+                error.started_nothing = False  # the filters' instances are garbage now
             raise
         log.info("deployed %s as id %r from %s (%d to %d instances%s)", spec.name, first.function_id, spec.path,
                  spec.min_size, spec.instance_num, f", {len(filter_pools)} filter(s)" if filter_pools else "")
@@ -135,7 +140,7 @@ class Deployer:
                 return self.components.start_pool(spec, wasm, as_filter=bool(label))
             module = self.compile(spec, wasm)
         except DeployError as error:
-            raise DeployError(f"{label}{error}") from None
+            raise DeployError(f"{label}{error}", started_nothing=True) from None
         settings = spec.plugin_settings()
         # Root work of this pool (its ticks, its queue deliveries) goes to the pool's own instances.
         paused = PausedStreams()

@@ -28,7 +28,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry
 
 from abi import GuestTrap, HttpRequest, HttpResponse
-from abi.chain import run_chain
+from abi.chain import run_chain, run_one
 from abi.vm import ProxyWasmVM
 from host.functions.components import ComponentInstance
 from host.functions.pool import InstancePool, PoolClosed, PoolDown, PoolTimeout, PoolWouldDeadlock
@@ -37,6 +37,7 @@ from host.functions.threads import GuestThreads
 from host.functions.version import FunctionVersion
 from host.logs import REQUEST_SCOPE, next_request_number  # issue 14: log lines name their request
 from host.metrics import RequestMetrics  # issue 14: per-function request metrics
+from host.tracing import spans as tracing  # issue 14: server spans, only while exporting
 
 log = logging.getLogger(__name__)
 
@@ -131,26 +132,37 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
     """Run `request` through `filters` and `vm`, all acquired by the caller (who releases them).
 
     A trapped or interrupted instance is marked broken, so its release replaces it."""
-    chain = [*filters, vm]
+    chain = [*filters, vm] if filters else None
     # A component function (host/functions/components) has no filters and always releases the GIL.
     component = vm if type(vm) is ComponentInstance else None
+    policy = version.policy
     if component is None:
-        hold_gil = inline or version.policy.cheap
-        for member in chain:
-            member.guest.hold_gil = hold_gil
+        hold_gil = inline or policy.cheap
+        if chain is None:
+            vm.guest.hold_gil = hold_gil
+        else:
+            for member in chain:
+                member.guest.hold_gil = hold_gil
     held = CHAIN.held
-    held.extend(id(member) for member in chain)
+    if chain is None:
+        held.append(id(vm))
+    else:
+        held.extend(id(member) for member in chain)
     # CPU time, inline too: on a busy or virtual machine, wall time also counts the moments the OS
     # gave the CPU to someone else, which says nothing about the function (and in a thread, CPU
     # time excludes waits for the GIL). A run that really stalls the loop is cut by its deadline.
-    clock = time.thread_time_ns
-    started = clock()
+    # An inline function is timed on a sample of its requests only: reading a thread's CPU clock
+    # is a system call, and a run that stalls the loop is cut by its deadline anyway.
+    timed = not inline or policy.sample()
+    started = time.thread_time_ns() if timed else 0
     scope = REQUEST_SCOPE.set((version.function_id, request, next_request_number()))
     try:
-        if component is None:
-            response = run_chain(chain, request, INLINE_DEADLINE_S if inline else version.timeout_s)
-        else:
+        if component is not None:
             response = component.handle(request, version.timeout_s)
+        elif chain is None:
+            response = run_one(vm, request, INLINE_DEADLINE_S if inline else version.timeout_s)
+        else:
+            response = run_chain(chain, request, INLINE_DEADLINE_S if inline else version.timeout_s)
     except GuestTrap as trap:
         if inline and trap.interrupted:
             version.policy.demote()
@@ -169,9 +181,13 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
         raise HostFailed(f"function {version.function_id!r} failed in the host: {error}",
                          version.function_id) from None
     finally:
-        del held[len(held) - len(chain):]
+        if chain is None:
+            held.pop()
+        else:
+            del held[len(held) - len(chain):]
         REQUEST_SCOPE.reset(scope)
-    version.policy.observe(clock() - started)
+    if timed:
+        policy.observe(time.thread_time_ns() - started)
     version.stats.record(response.status < 500)
     return response
 
@@ -217,6 +233,9 @@ class Dispatcher:
         vm = version.pool.try_acquire()
         if vm is None:
             return None
+        recorder = tracing.ACTIVE
+        if recorder is not None:
+            recorder.begin(version.function_id, request)
         started = perf_counter()
         try:
             response = _run(version, vm, (), request, inline=True)
@@ -224,21 +243,32 @@ class Dispatcher:
             return None  # demoted: `call` replays it in a guest thread
         except DispatchError as error:
             self.metrics.of(version.function_id).refused(error, perf_counter() - started)
+            if recorder is not None:
+                recorder.end(request, error.status, str(error))
             raise
         finally:
             version.pool.release(vm)
         self.metrics.of(version.function_id).answered(response.status, perf_counter() - started)
+        if recorder is not None:
+            recorder.end(request, response.status)
         return response
 
     async def call(self, version: FunctionVersion, request: HttpRequest) -> HttpResponse:
         """Run `request` on the function, waiting for an instance; bounded by the request timeout."""
+        recorder = tracing.ACTIVE
+        if recorder is not None:
+            recorder.begin(version.function_id, request)
         started = perf_counter()
         try:
             response = await self._call(version, request)
         except DispatchError as error:
             self.metrics.of(version.function_id).refused(error, perf_counter() - started)
+            if recorder is not None:
+                recorder.end(request, error.status, str(error))
             raise
         self.metrics.of(version.function_id).answered(response.status, perf_counter() - started)
+        if recorder is not None:
+            recorder.end(request, response.status)
         return response
 
     async def _call(self, version: FunctionVersion, request: HttpRequest) -> HttpResponse:
@@ -332,14 +362,21 @@ class Dispatcher:
     def call_blocking(self, function_id: str, request: HttpRequest) -> HttpResponse:
         """Run `request` on a function from a guest thread (a nested call): waits up to the invoke
         timeout, fails at once on a call cycle, and bounds the depth of nested calls."""
+        recorder = tracing.ACTIVE
+        if recorder is not None:
+            recorder.begin(function_id, request)
         started = perf_counter()
         try:
             response = self._call_blocking(function_id, request)
         except DispatchError as error:
             if self.router.pick(function_id) is not None:  # a guest-chosen id must not create series
                 self.metrics.of(function_id).refused(error, perf_counter() - started)
+            if recorder is not None:
+                recorder.end(request, error.status, str(error))
             raise
         self.metrics.of(function_id).answered(response.status, perf_counter() - started)
+        if recorder is not None:
+            recorder.end(request, response.status)
         return response
 
     def _call_blocking(self, function_id: str, request: HttpRequest) -> HttpResponse:

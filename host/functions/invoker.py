@@ -11,6 +11,7 @@ from __future__ import annotations
 from abi import HttpRequest
 from abi.services import ServiceError, UnknownName
 from host.functions.dispatch import Dispatcher, DispatchError, FunctionNotFound
+from host.tracing.current import child_headers
 
 
 class InProcessInvoker:
@@ -19,7 +20,9 @@ class InProcessInvoker:
 
     def invoke(self, function_id: str, method: str, param: bytes) -> bytes:
         path = method if method.startswith("/") else "/" + method
-        request = HttpRequest.build("GET", path, [("id", function_id)], param, authority="localhost")
+        # The target runs in the caller's trace: its traceparent names the caller's span as parent.
+        request = HttpRequest.build("GET", path, [("id", function_id), *child_headers()], param,
+                                    authority="localhost", lowered=True)
         try:
             response = self.dispatcher.call_blocking(function_id, request)
         except FunctionNotFound as error:

@@ -19,6 +19,9 @@ SLOW_INLINE_LIMIT = 3  # (one slow run may be a GC pause; a runaway one is cut b
 CHEAP_REQUEST_NS = 1_000_000  # requests this light (CPU) keep the GIL across their guest calls...
 HEAVY_REQUEST_NS = 2_000_000  # ...and one this heavy hands it back, so heavy guests run in parallel
 PROMOTE_AFTER = 64
+# Inline requests are timed one in this many (host/functions/dispatch.py): a thread's CPU clock is a
+# system call, a real cost for a microsecond function; a slow streak still shows within a few dozen.
+INLINE_SAMPLE_EVERY = 8
 MAX_PROMOTE_AFTER = 1 << 20
 
 class ExecutionPolicy:
@@ -35,6 +38,15 @@ class ExecutionPolicy:
         # its guest calls; one heavy request hands it back, so heavy guests run in parallel.
         self.cheap = False
         self._cheap_streak = 0
+        self._unsampled = 0
+
+    def sample(self) -> bool:
+        """Whether this inline request is timed (one in INLINE_SAMPLE_EVERY)."""
+        self._unsampled += 1
+        if self._unsampled < INLINE_SAMPLE_EVERY:
+            return False
+        self._unsampled = 0
+        return True
 
     def observe(self, cpu_ns: int) -> None:
         self._observe_cost(cpu_ns)

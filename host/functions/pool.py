@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import gc
 import heapq
 import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection
 from typing import Protocol
 
@@ -33,6 +35,25 @@ from abi.vm import ProxyWasmVM
 log = logging.getLogger(__name__)
 
 DOWN_RETRY_S = 5.0  # after an instance failed to start, requests are refused at once for this long
+
+
+# Pools (of any host in this process) whose instances cannot start: the deployments retry them, and
+# need not look through 10,000 healthy pools ten times a second to learn that none is down (issue 16).
+_DOWN: weakref.WeakSet[InstancePool] = weakref.WeakSet()
+_DOWN_LOCK = threading.Lock()
+
+
+def any_pool_down() -> bool:
+    """Whether some pool in this process has a down reason (a hint: which ones, the caller looks)."""
+    return bool(_DOWN)
+
+
+def _mark_down(pool: InstancePool, down: bool) -> None:
+    with _DOWN_LOCK:
+        if down:
+            _DOWN.add(pool)
+        else:
+            _DOWN.discard(pool)
 
 
 class PoolTimeout(Exception):
@@ -161,9 +182,12 @@ class InstancePool:
             self._starting -= 1
             self._instances += 1
             self._busy.add(id(vm))
+            was_down = self.down_reason is not None
             if not self.closed:
                 self.started_on_demand += 1
                 self.down_reason = None
+        if was_down:
+            _mark_down(self, False)
         self._put_back(vm, here=True)
 
     def _start_failed(self, reason: str, *, transient: bool) -> None:
@@ -175,6 +199,7 @@ class InstancePool:
                 # Not retried until DOWN_RETRY_S has passed: start-up is deterministic, a retry loop
                 # would only burn CPU. A new version (file change, admin install) starts a fresh pool.
                 self.down_reason, self._down_at = reason, time.monotonic()
+                _mark_down(self, True)
             if self._instances or self._starting:
                 return  # the waiters get an instance when one is released
             waiters, self._waiters = list(self._waiters), collections.deque()
@@ -402,9 +427,9 @@ class InstancePool:
 
     def _close_later(self, vm: ProxyWasmVM) -> None:
         try:
-            self._in_background(vm.close)
+            self._in_background(_retire, vm)
         except RuntimeError:  # no thread to spare: retire it here
-            vm.close()
+            _retire(vm)
 
     # -- scaling down ---------------------------------------------------------------------------
     def _reap(self, now: float) -> float | None:
@@ -427,6 +452,21 @@ class InstancePool:
         for vm in retired:
             self._close_later(vm)
         return next_at
+
+    def retire_idle_now(self) -> int:
+        """Retire every idle instance beyond the minimum now, however briefly idle (memory-map
+        pressure, `reclaim_idle_instances`); closed here, so that a collection right after frees them."""
+        with self._lock:
+            if self.closed:
+                return 0
+            retired = []
+            while self._idle and self._instances > self.min_size:
+                retired.append(self._idle.popleft()[0])
+                self._instances -= 1
+            self.retired_idle += len(retired)
+        for vm in retired:
+            _retire(vm)
+        return len(retired)
 
     # -- resizing and retiring ------------------------------------------------------------------
     def resize(self, size: int, min_size: int | None = None) -> None:
@@ -453,10 +493,11 @@ class InstancePool:
             idle, self._idle = [vm for vm, _ in self._idle], collections.deque()
             self._instances -= len(idle)
             waiters, self._waiters = list(self._waiters), collections.deque()
+        _mark_down(self, False)
         for waiter in waiters:
             _fail_waiter(waiter, PoolClosed(self.name))
         for vm in idle:
-            vm.close()
+            _retire(vm)
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -496,6 +537,13 @@ class _Reaper:
             if self._heap[0][2] is pool:
                 self._wake.notify()
 
+    def pools(self) -> list[InstancePool]:
+        """The pools holding idle instances beyond their minimum (each waits here for its timeout;
+        read without their locks: the caller checks again under them)."""
+        with self._wake:
+            scheduled = [pool for _, _, pool in self._heap]
+        return [pool for pool in scheduled if pool._idle and pool._instances > pool.min_size]
+
     def _run(self) -> None:
         while True:
             with self._wake:
@@ -515,6 +563,66 @@ class _Reaper:
 
 
 REAPER = _Reaper()
+
+
+# Instances retired since the last full collection whose store could not be freed at once (a
+# component's): what a collection may free (each holds its memory mappings until then).
+_CLOSED_SINCE_COLLECTION = [0]
+_LAST_COLLECTION = {"at": 0.0, "took": 0.0}
+COLLECTION_SHARE = 3  # a reclaim collects only if the last collection took at most 1/3 of the time since
+
+
+def _count_closed(count: int) -> None:
+    _CLOSED_SINCE_COLLECTION[0] += count  # approximate under threads: a hint of what a collection frees
+
+
+def _retire(vm: ProxyWasmVM) -> None:
+    """Close a retired instance (its root context's proxy_on_done / proxy_on_delete) and free its
+    store at once: its memory and memory mappings come back now, not at the next full collection
+    (issue 16: a function scaled to zero holds only its module). Idle or just released, it is this
+    pool's alone: nothing calls it again."""
+    vm.close()
+    guest = getattr(vm, "guest", None)
+    release = getattr(guest, "release", None)
+    if release is None:  # not a module instance (a component's): the collector frees it
+        _count_closed(1)
+        return
+    try:
+        release()
+    except Exception:  # noqa: BLE001 - then the collector frees it
+        log.exception("function %s: freeing a retired instance failed", vm.function_id)
+        _count_closed(1)
+
+
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and info.get("generation") == 2:
+        _CLOSED_SINCE_COLLECTION[0] = 0
+
+
+gc.callbacks.append(_on_collection)
+
+
+def reclaim_idle_instances() -> int:
+    """The engine's memory-map budget is about to refuse (abi/engine/_maps.py): retire every idle
+    instance beyond its pool's minimum in this process, before its idle timeout, and collect the
+    retired instances whose store could not be freed at once (their instance and guest refer to each
+    other). Returns how many may have been freed (0: nothing to do). A collection walks every object
+    (half a second at 10,000 functions): made only when the last one took at most 1/COLLECTION_SHARE
+    of the time since."""
+    retired = sum(pool.retire_idle_now() for pool in REAPER.pools())  # each freed as it retires
+    if retired:
+        log.warning("memory-map limit near: %d idle instance(s) beyond their pools' minimum retired early",
+                    retired)
+    uncollected = _CLOSED_SINCE_COLLECTION[0]
+    started = time.monotonic()
+    if not uncollected or started - _LAST_COLLECTION["at"] < COLLECTION_SHARE * _LAST_COLLECTION["took"]:
+        return retired  # nothing for the collector, or it ran too recently for its cost
+    gc.collect()
+    took = time.monotonic() - started
+    _LAST_COLLECTION.update(at=started, took=took)
+    log.warning("memory-map limit near: %d retired instance(s) left to the collector, collected in %.0f ms",
+                uncollected, took * 1000)
+    return retired + uncollected
 
 
 def _run_boxed(box: list[tuple[Callable[..., object], tuple[object, ...]]]) -> None:

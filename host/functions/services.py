@@ -16,6 +16,7 @@ from host.components.errors import ComponentError, EtagInvalid, EtagMismatch, In
 from host.components.pubsub.cloudevents import envelope
 from host.components.state import DeleteItem, StateItem
 from host.metrics import NO_OBSERVER, CallObserver
+from host.tracing.current import end_call, event_context
 
 T = TypeVar("T")
 
@@ -84,8 +85,15 @@ class PubSubForFunctions(_Capability):
     def publish(self, pubsub: str, topic: str, data: bytes, content_type: str) -> None:
         if not topic:
             raise BadRequest("empty topic")
-        event = envelope(data, content_type, topic=topic, pubsub_name=pubsub, source=self.components.app_id)
-        self.call(pubsub, lambda p: p.publish(topic, event))
+        traceparent, tracestate, span = event_context(pubsub, topic)  # the calling request's trace (issue 14)
+        event = envelope(data, content_type, topic=topic, pubsub_name=pubsub, source=self.components.app_id,
+                         traceparent=traceparent, tracestate=tracestate)
+        try:
+            self.call(pubsub, lambda p: p.publish(topic, event))
+        except Exception as error:
+            end_call(span, str(error))
+            raise
+        end_call(span)
 
 
 class LockForFunctions(_Capability):

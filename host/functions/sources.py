@@ -33,11 +33,11 @@ def module_for_settings(path: Path) -> Path | None:
     return None
 
 
-def read_settings(path: Path) -> FunctionConfig:
-    """`name.toml` beside `name.wasm`: the same fields as a [functions.x] table."""
+def read_settings(path: Path) -> FunctionConfig | None:
+    """`name.toml` beside `name.wasm`: the same fields as a [functions.x] table (None: no such file)."""
     settings = path.with_suffix(SETTINGS_SUFFIX)
     if not settings.exists():
-        return FunctionConfig()
+        return None
     try:
         return FunctionConfig.model_validate(tomllib.loads(settings.read_text()))
     except tomllib.TOMLDecodeError as error:
@@ -93,9 +93,10 @@ def link_outside_folders(config: HostConfig, path: Path) -> str | None:
     """Why the module at `path` (found in a functions folder) must not be deployed: it is a symbolic
     link to a file outside every functions folder — which the admin API refuses too. None otherwise."""
     folders = watched_folders(config)
-    if not _inside(path.parent.resolve(), folders):
+    parent = path.parent.resolve()
+    if not _inside(parent, folders):
         return None
-    target = path.resolve()
+    target = path.resolve() if path.is_symlink() else parent / path.name  # one resolve fewer per deploy
     if _inside(target, folders):
         return None
     return (f"{path.name} is a symbolic link to {target}, outside the functions folders "

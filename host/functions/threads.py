@@ -56,7 +56,14 @@ class GuestThreads:
                 return  # the job waits in the queue for a thread
             thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
             self._threads.append(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # no thread can start now (the process's thread or memory-map limit, issue 16)
+            with self._lock:
+                self._threads.remove(thread)
+                if self._threads:
+                    return  # the job waits in the queue for one of the running threads
+            raise
 
     def _work(self) -> None:
         jobs = self._jobs

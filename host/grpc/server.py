@@ -64,6 +64,7 @@ class GrpcServer:
     def __init__(self, api: RuntimeApi, *, api_token: str | None, max_message_bytes: int, reuse_port: bool = False):
         """`reuse_port`: the workers of `serve --workers N` share the port; otherwise a second host
         on the same port fails to start instead of silently sharing it."""
+        api = api.for_api("grpc")  # runtime-call metrics under api="grpc" (host/api/__init__.py)
         interceptors = [TokenCheck(api_token)] if api_token else []
         self.server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", max_message_bytes),

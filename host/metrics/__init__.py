@@ -6,7 +6,9 @@ instances_max{function}, queue_depth{function}, instance_starts_total{function,r
 instance_retirements_total{function,reason},
 deploys_total{function,outcome}, module_cache_total{result},
 runtime_calls_total{api,capability,component,outcome}, runtime_call_duration_seconds{api,capability,
-component}; with `--workers N`, worker_up{worker} and a `worker` label on everything. Plus the
+component}, event_deliveries_total{function,pubsub,topic,group,outcome},
+event_delivery_duration_seconds{function,pubsub,topic,group}; with `--workers N`, worker_up{worker}
+and a `worker` label on everything. Plus the
 guests' own metrics under their names, and prometheus_client's process_* / python_* collectors.
 """
 

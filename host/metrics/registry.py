@@ -1,6 +1,6 @@
 """The host's metrics: one prometheus_client registry per App (so two Apps in one test process
 never share counts), holding the request, runtime-call and deploy series, the scrape-time
-collectors and the process collectors."""
+collectors (pools, module cache, guest metrics, event deliveries) and the process collectors."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from prometheus_client import (
 
 from host.metrics.collectors import CacheCollector, GuestCollector, PoolCollector
 from host.metrics.deploys import DeployMetrics
+from host.metrics.events import EventCollector, Subscriber
 from host.metrics.requests import RequestMetrics
 from host.metrics.runtime import RuntimeCallMetrics
 
@@ -41,6 +42,10 @@ class HostMetrics:
         self.pools = PoolCollector(versions)
         for collector in (self.pools, CacheCollector(cache_stats), GuestCollector(guest_metrics)):
             self.registry.register(collector)
+
+    def watch_events(self, subscribers: Callable[[], Iterable[Subscriber]]) -> None:
+        """Register the event-delivery collector over the configured subscriptions (once, by the App)."""
+        self.registry.register(EventCollector(subscribers))
 
     def version_deployed(self, version: Any) -> None:
         """A version went live: bind its request children now (not on its first request) and count

@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from host.metrics.counts import SeriesTable
+
 # From 100 µs: cheap guests answer in microseconds, so OTel's 5 ms first bucket would hide them.
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                     1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -87,29 +89,17 @@ class RequestMetrics:
     def __init__(self, registry: CollectorRegistry):
         self.unknown = Counter("wasm_faas_unknown_function_requests",
                                "Requests naming a function id that nothing serves (404)", registry=registry)
-        self._functions: dict[str, FunctionMetrics] = {}
-        self._lock = threading.Lock()
+        self._functions: SeriesTable[str, FunctionMetrics] = SeriesTable(FunctionMetrics)
+        self.of = self._functions.get  # the counts of a function id (created on first use)
         registry.register(RequestCollector(self))
 
-    def of(self, function_id: str) -> FunctionMetrics:
-        """The counts of `function_id` (created on first use)."""
-        bound = self._functions.get(function_id)
-        if bound is not None:
-            return bound
-        with self._lock:
-            bound = self._functions.get(function_id)
-            if bound is None:
-                bound = FunctionMetrics(function_id)
-                self._functions = {**self._functions, function_id: bound}  # replaced whole: readers take no lock
-            return bound
-
     def functions(self) -> list[FunctionMetrics]:
-        return sorted(self._functions.values(), key=lambda f: f.function_id)
+        return sorted((metrics for _, metrics in self._functions.items()), key=lambda f: f.function_id)
 
     def listener_refused(self, function_id: str | None, status: int = 413, kind: str = "too_large") -> None:
         """A request the listener answered itself (413: body too large). Counted under the function
         only when that id is one this host knows (a client-chosen header must not create series)."""
-        bound = self._functions.get(function_id) if function_id else None
+        bound = self._functions.find(function_id) if function_id else None
         if bound is not None:
             bound.counted(status, kind)
 

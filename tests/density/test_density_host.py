@@ -73,13 +73,14 @@ async def test_the_memory_map_limit_refuses_cleanly_and_the_host_keeps_serving(t
         for path in write_functions(folder, 0, 20):
             await app.deployments.deploy(path)
         assert len(app.router.ids()) == 20
-        # Room for about 25 more modules and instances: the next hundred deploys reach the limit.
+        assert sum(app.dispatcher.find(function_id(i)).pool.stats()["instances"] for i in range(20)) == 19
+        # Room for a few dozen more modules and instances: the next hundred deploys reach the limit.
         gc.collect()  # what earlier tests left is freed now, not while this one counts
         budget = app.engine.maps
         budget.configure()  # a fresh count
         in_use = budget.state()["in_use"]
         assert isinstance(in_use, int)
-        budget.configure(limit=in_use + 200, reserve=0)
+        budget.configure(limit=in_use + 200, reserve=0, instance_margin=40)
         for path in write_functions(folder, 20, 100):
             await app.deployments.deploy(path)
         failed = app.deployments.failures()
@@ -89,11 +90,20 @@ async def test_the_memory_map_limit_refuses_cleanly_and_the_host_keeps_serving(t
         status, details = app.readiness()
         limits = details["limits"]["memory_maps"]
         assert status == Status.DOWN and limits["refused"] >= len(failed) and limits["limit"] == in_use + 200
-        assert "vm.max_map_count" in limits["last_refusal"] and limits["headroom"] < 200
+        assert "vm.max_map_count" in limits["last_refusal"] and limits["instance_margin"] == 40
         assert set(failed) <= set(details["failed"])
+        # Before refusing, the idle instances (beyond a minimum of 0) were retired early: the first
+        # twenty functions hold none now, and the deploys went on with the mappings they freed.
+        assert limits["reclaims"] >= 1
+        assert sum(app.dispatcher.find(function_id(i)).pool.stats()["instances"] for i in range(20)) == 0
 
-        # At the limit (no room at all now), functions already running keep answering; one that must
-        # start an instance is refused (503).
+        # Deploys stop short of the ceiling: the margin left starts instances for the functions
+        # deployed, scaled to zero, when their requests come.
+        assert await answer(app, function_id(3)) == (200, function_id(3).encode())
+        assert await answer(app, function_id(5)) == (200, function_id(5).encode())
+
+        # At the limit (no room at all now), a function holding an instance keeps answering; one that
+        # must start an instance is refused (503).
         budget.configure(reserve=0)  # a fresh count
         now = budget.state()["in_use"]
         assert isinstance(now, int)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.host_process import HostProcess, request, wait_until
+from tests.host_process import HostProcess, request, wait_until, write_host_config
 
 TOKEN = "ops-cli-token"
 # The zig cache the C test guests use (tests/conftest.py c_guests): wasi-libc is compiled once.
@@ -90,19 +90,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     folder = tmp_path / "served"
     folder.mkdir()
     listen, admin = free_ports(2)
-    config = tmp_path / "host.toml"
-    config.write_text(f"""functions_dirs = ["{folder}"]
-[server]
-listen = "127.0.0.1:{listen}"
-admin = "127.0.0.1:{admin}"
-admin_token = "{TOKEN}"
-cache_dir = "{tmp_path / 'cache'}"
-grpc = ""
-dapr_http = ""
-watch_debounce_ms = 50
-[function_defaults]
-instance_num = 1
-""")
+    config = write_host_config(tmp_path, folder, listen, admin,
+                               server=f'admin_token = "{TOKEN}"\nwatch_debounce_ms = 50',
+                               rest="[function_defaults]\ninstance_num = 1\n")
     process = HostProcess(tmp_path, "--config", str(config))
     try:
         process.wait_ready(admin)

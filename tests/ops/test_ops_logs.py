@@ -8,13 +8,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import shutil
 import socket
 from pathlib import Path
 
+from abi import HttpRequest
 from host.logs import REQUEST_SCOPE, JsonFormatter, LogBuffer, configure_logging, parse_cursor
 from tests.guest_wat import WatGuest, write_guest
-from tests.host_process import HostProcess, get_json, request, wait_until
+from tests.host_process import HostProcess, get_json, request, wait_until, write_host_config
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
@@ -42,18 +44,8 @@ def test_json_lines_of_a_real_host_carry_function_request_and_trace_ids(tmp_path
     folder = tmp_path / "functions"
     logging_guest(folder, "chatty")
     listen, admin = free_ports(2)
-    config = tmp_path / "host.toml"
-    config.write_text(f"""functions_dirs = ["{folder}"]
-[server]
-listen = "127.0.0.1:{listen}"
-admin = "127.0.0.1:{admin}"
-cache_dir = "{tmp_path / 'cache'}"
-grpc = ""
-dapr_http = ""
-watch_debounce_ms = 50
-[function_defaults]
-instance_num = 1
-""")
+    config = write_host_config(tmp_path, folder, listen, admin, server="watch_debounce_ms = 50",
+                               rest="[function_defaults]\ninstance_num = 1\n")
     process = HostProcess(tmp_path, "--config", str(config), "--log-format", "json", "--log-level", "debug")
     try:
         process.wait_ready(admin)
@@ -74,8 +66,12 @@ instance_num = 1
     handled = [line for line in lines if line["logger"] == "wasm.guest" and line["message"] == "handled"]
     assert len(handled) == 2
     assert handled[0]["function"] == "chatty" and handled[0]["request_id"] == "req-42"
-    assert handled[0]["trace_id"] == TRACE_ID and handled[0]["span_id"] == SPAN_ID
-    assert handled[1]["function"] == "chatty" and "trace_id" not in handled[1]
+    # The caller's trace; the span is the request's own (host/tracing), a child of the caller's SPAN_ID.
+    assert handled[0]["trace_id"] == TRACE_ID and re.fullmatch("[0-9a-f]{16}", handled[0]["span_id"])
+    assert handled[0]["span_id"] != SPAN_ID
+    # A request without a traceparent logs the trace it started.
+    assert handled[1]["function"] == "chatty" and re.fullmatch("[0-9a-f]{32}", handled[1]["trace_id"])
+    assert handled[1]["trace_id"] != TRACE_ID
     assert handled[1]["request_id"] != handled[0]["request_id"]
     started = [line for line in lines if line["logger"] == "wasm.guest" and line["message"] == "started"]
     assert {line["function"] for line in started} == {"chatty", "second"}  # outside any request
@@ -89,17 +85,14 @@ instance_num = 1
 
 
 def test_json_formatter_and_log_buffer_in_process() -> None:
-    class Request:
-        def header(self, name: str) -> str | None:
-            return {"traceparent": f"00-{TRACE_ID}-{SPAN_ID}-00"}.get(name)
-
+    traced = HttpRequest.build("GET", "/", [("traceparent", f"00-{TRACE_ID}-{SPAN_ID}-00")])
     stream = io.StringIO()
     logger = logging.getLogger("tests.ops.logs")
     buffer = LogBuffer(capacity=3)
     configure_logging("info", "json", worker=3, stream=stream)
     logging.getLogger().addHandler(buffer)
     try:
-        scope = REQUEST_SCOPE.set(("fn", Request(), 255))
+        scope = REQUEST_SCOPE.set(("fn", traced, 255))
         try:
             logger.warning("inside %s", "a request")
         finally:

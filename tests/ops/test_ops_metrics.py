@@ -21,7 +21,7 @@ from host.functions.dispatch import DispatchError, GuestFailed
 from host.metrics import merge_workers
 from host.metrics.collectors import sanitise
 from tests.guest_wat import RET, U32_A, WatGuest, write_guest
-from tests.host_process import HostProcess, request
+from tests.host_process import HostProcess, request, write_host_config
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -179,20 +179,9 @@ def host(tmp_path: Path, workers: int) -> Iterator[tuple[HostProcess, int, int]]
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             ports.append(sock.getsockname()[1])
-    config = tmp_path / f"host-{workers}.toml"
-    config.write_text(f"""functions_dirs = ["{folder}"]
-[server]
-listen = "127.0.0.1:{ports[0]}"
-admin = "127.0.0.1:{ports[1]}"
-cache_dir = "{tmp_path / 'cache'}"
-grpc = ""
-dapr_http = ""
-workers = {workers}
-[function_defaults]
-instance_num = 1
-[state.state_demo]
-type = "memory"
-""")
+    config = write_host_config(tmp_path, folder, ports[0], ports[1], server=f"workers = {workers}",
+                               rest='[function_defaults]\ninstance_num = 1\n[state.state_demo]\ntype = "memory"\n',
+                               name=f"host-{workers}.toml")
     process = HostProcess(tmp_path, "--config", str(config))
     try:
         process.wait_ready(ports[1])
@@ -214,12 +203,17 @@ def test_metrics_endpoint_of_a_real_host(tmp_path: Path, workers: int) -> None:
     requests = {dict(labels).get("worker"): v for (name, labels), v in found.items()
                 if name == "wasm_faas_requests_total" and ("function", "ok") in labels}
     guest = {dict(labels).get("worker"): v for (name, labels), v in found.items() if name == "orders_seen_total"}
+    state_reads = {dict(labels).get("worker"): v for (name, labels), v in found.items()
+                   if name == "wasm_faas_runtime_calls_total"
+                   and {("component", "state_demo"), ("outcome", "ok")} <= labels}
     if workers == 1:
         assert requests == {None: 6}
         assert guest == {None: 2}
+        assert state_reads == {None: 2}
     else:
         assert set(requests) <= {"0", "1"} and sum(requests.values()) == 6
         assert sum(guest.values()) == 2
+        assert set(state_reads) <= {"0", "1"} and sum(state_reads.values()) == 2  # each worker's own calls
         assert [value(found, "wasm_faas_worker_up", worker=w) for w in ("0", "1")] == [1, 1]
         # Every worker's pool is there, under its own label.
         assert value(found, "wasm_faas_instances_max", function="ok", worker="0") >= 1

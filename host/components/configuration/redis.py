@@ -24,9 +24,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
-
-import redis
+from typing import TYPE_CHECKING, Any, Literal
 
 from host.components._redis import RedisClient, RedisSettings, Script, settings_from_layotto
 from host.components.base import ComponentContext, key_prefix_from_layotto
@@ -34,6 +32,12 @@ from host.components.configuration._identity import SEPARATOR, check_text, ident
 from host.components.configuration._watch import WatchHub
 from host.components.configuration.base import ConfigItem, ConfigWatch, deleted_item
 from host.components.errors import ComponentError, InvalidRequest
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")  # redis-py is imported when a Redis component is first used (start-up time)
 
 # Returns the new versions, in KEYS order. Versions are integers below 2^53 (exact in Lua's doubles).
 _SAVE = Script("""

@@ -4,13 +4,17 @@ so a lock taken by Layotto and one taken by this host on the same Redis exclude 
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-import redis
+from typing import TYPE_CHECKING, Any, Literal
 
 from host.components._redis import RedisClient, RedisSettings, Script, settings_from_layotto
 from host.components.base import ComponentContext, key_prefix_from_layotto
 from host.components.lock.base import LockConfig, UnlockStatus, check_lock_request, lock_key
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")  # redis-py is imported when a Redis component is first used (start-up time)
 
 # -1: no such lock; -2: someone else's; 1: deleted. Layotto's script returns the same codes.
 _UNLOCK = Script("""

@@ -30,9 +30,8 @@ import math
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import redis
 from pydantic import Field
 
 from host.components._redis import RedisClient, RedisSettings, parse_duration_ms, settings_from_layotto
@@ -46,6 +45,12 @@ from host.components.pubsub.base import (
     check_subscriber,
     check_topic,
 )
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")  # redis-py is imported when a Redis component is first used (start-up time)
 
 
 class Config(RedisSettings, PubSubConfig):

@@ -4,15 +4,19 @@ every process sharing the server. `bigger_than` seeds are applied once at constr
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-import redis
+from typing import TYPE_CHECKING, Any, Literal
 
 from host.components._redis import RedisClient, RedisSettings, Script, settings_from_layotto
 from host.components.base import ComponentContext
 from host.components.errors import ComponentError
 from host.components.sequencer.base import SequencerConfig, check_segment_size, sequencer_key
 from host.components.sequencer.layotto import sequencer_fields_from_layotto
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")  # redis-py is imported when a Redis component is first used (start-up time)
 
 # Keep a current value >= the floor, else set the floor; atomic, so two hosts seeding at once cannot
 # move a counter backwards. Returns the value the key holds afterwards.

@@ -14,12 +14,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import Field, field_validator
 
 from host.components._redis import parse_duration_ms
@@ -27,6 +23,18 @@ from host.components.base import ComponentContext
 from host.components.errors import ComponentError, EtagMismatch
 from host.components.state._checks import check_key, checked, expected_version, mismatch, raise_collected
 from host.components.state.base import BulkValue, DeleteItem, Operation, StateConfig, StateItem, StateValue
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+    from psycopg import conninfo as pg_conninfo
+    from psycopg import sql
+else:  # psycopg is imported when a PostgreSQL store is first configured or used (start-up time)
+    psycopg = lazy_module("psycopg")
+    psycopg_pool = lazy_module("psycopg_pool")
+    pg_conninfo = lazy_module("psycopg.conninfo")
+    sql = lazy_module("psycopg.sql")
 
 T = TypeVar("T")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -53,7 +61,7 @@ class Config(StateConfig):
     @classmethod
     def _parses(cls, value: str) -> str:
         try:
-            conninfo_to_dict(value)
+            pg_conninfo.conninfo_to_dict(value)
         except psycopg.ProgrammingError as error:
             raise ValueError(f"not a libpq connection string or URL: {error}") from None
         return value
@@ -96,18 +104,22 @@ class _Dropped(Exception):
     """The connection broke under a statement (the server restarted or went away)."""
 
 
-class _TrackedConnection(psycopg.Connection[Any]):
-    outcome: _ConnectOutcome  # set on the subclass each Backend makes
+def _tracked_connection(outcome: _ConnectOutcome) -> type[psycopg.Connection[Any]]:
+    """A connection class that records in `outcome` how its last connection attempt went (one per
+    Backend; made here, not at import, as psycopg is imported only once a store is built)."""
 
-    @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
-        try:
-            connection = super().connect(conninfo, **kwargs)
-        except psycopg.Error as error:
-            cls.outcome.error = _one_line(error)
-            raise
-        cls.outcome.error = None
-        return connection
+    class TrackedConnection(psycopg.Connection[Any]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
+            try:
+                connection = super().connect(conninfo, **kwargs)
+            except psycopg.Error as error:
+                outcome.error = _one_line(error)
+                raise
+            outcome.error = None
+            return connection
+
+    return TrackedConnection
 
 
 class _Queries:
@@ -157,16 +169,16 @@ class Backend:
         self._timeout_s = config.timeout_ms / 1000
         self._cleanup_interval_s = config.cleanup_interval_s
         self._next_cleanup = time.monotonic() + max(config.cleanup_interval_s, 0)
-        info = conninfo_to_dict(config.connection_string)
+        info = pg_conninfo.conninfo_to_dict(config.connection_string)
         self.where = f"postgresql {info.get('host', 'localhost')}:{info.get('port', 5432)}" \
                      f"/{info.get('dbname', '')} table {config.table}"
         self._queries = _Queries(config.table)
         self._ready = False
         self._ready_lock = threading.Lock()
         self._outcome = _ConnectOutcome()
-        connection_class = type("Connection", (_TrackedConnection,), {"outcome": self._outcome})
-        self._pool: ConnectionPool[Any] = ConnectionPool(
-            config.connection_string, connection_class=connection_class, min_size=0, max_size=config.pool_size,
+        self._pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+            config.connection_string, connection_class=_tracked_connection(self._outcome), min_size=0,
+            max_size=config.pool_size,
             timeout=self._timeout_s, reconnect_timeout=max(2 * self._timeout_s, 1.0), configure=self._configure,
             kwargs={"autocommit": True, "connect_timeout": max(1, round(self._timeout_s))},
             name=context.name, open=True)
@@ -202,7 +214,7 @@ class Backend:
                     if connection.broken:
                         raise _Dropped(_one_line(error)) from None
                     raise
-        except PoolTimeout:
+        except psycopg_pool.PoolTimeout:
             raise self._unavailable() from None
         except psycopg.Error as error:
             raise ComponentError(f"{self.where}: {_one_line(error)}") from None

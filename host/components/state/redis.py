@@ -12,15 +12,19 @@ Transactions are MULTI/EXEC of the same scripts, as Dapr runs them: Redis has no
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
-
-import redis
+from typing import TYPE_CHECKING, Any, Literal
 
 from host.components._redis import Arg, RedisClient, RedisSettings, Script, settings_from_layotto
 from host.components.base import ComponentContext, key_prefix_from_layotto
 from host.components.errors import ComponentError
 from host.components.state._checks import check_key, checked, expected_version, mismatch, raise_collected
 from host.components.state.base import BulkValue, DeleteItem, Operation, StateConfig, StateItem, StateValue
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import redis
+else:
+    redis = lazy_module("redis")  # redis-py is imported when a Redis component is first used (start-up time)
 
 _MISMATCH = "ETAG_MISMATCH"
 

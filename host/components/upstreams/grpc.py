@@ -13,11 +13,25 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator
-
-import grpc
+from typing import TYPE_CHECKING
 
 from abi.maps import HeaderList
-from abi.services import GrpcClose, GrpcInitialMetadata, GrpcMessage, GrpcSink, GrpcTrailingMetadata, ServiceError
+from abi.services import (
+    GrpcClose,
+    GrpcEvent,
+    GrpcInitialMetadata,
+    GrpcMessage,
+    GrpcSink,
+    GrpcTrailingMetadata,
+    ServiceError,
+)
+from host.lazy import lazy_module
+from host.tracing.current import end_call, start_call
+
+if TYPE_CHECKING:
+    import grpc
+else:
+    grpc = lazy_module("grpc")  # imported with the first grpc_upstreams call (start-up time)
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +52,11 @@ class GrpcUpstreams:
              timeout_s: float, sink: GrpcSink) -> _UnaryCall:
         rpc = self._channel(upstream).unary_unary(_path(service, method), request_serializer=None,
                                                   response_deserializer=None)
+        metadata, sink, span = _traced(metadata, upstream, service, method, sink)
         try:
             future = rpc.future(message, timeout=timeout_s, metadata=_to_grpc(metadata))
         except (TypeError, ValueError) as error:
+            end_call(span, str(error))
             raise ServiceError(f"{upstream}: {error}") from None
         call = _UnaryCall(future, sink)
         future.add_done_callback(call.finished)
@@ -50,9 +66,11 @@ class GrpcUpstreams:
         rpc = self._channel(upstream).stream_stream(_path(service, method), request_serializer=None,
                                                     response_deserializer=None)
         outbox = _Outbox()
+        metadata, sink, span = _traced(metadata, upstream, service, method, sink)
         try:
             rendezvous = rpc(iter(outbox), metadata=_to_grpc(metadata))
         except (TypeError, ValueError) as error:
+            end_call(span, str(error))
             raise ServiceError(f"{upstream}: {error}") from None
         stream = _Stream(rendezvous, outbox, sink)
         threading.Thread(target=stream.read, name=f"grpc-stream-{upstream}", daemon=True).start()
@@ -171,6 +189,23 @@ class _Stream:
 
 def _path(service: str, method: str) -> str:
     return f"/{service}/{method}"
+
+
+def _traced(metadata: HeaderList, upstream: str, service: str, method: str,
+            sink: GrpcSink) -> tuple[HeaderList, GrpcSink, object]:
+    """Called from the guest's thread: the request's trace context goes along as metadata (issue 14);
+    a recorded call's span (returned, None when not recorded) ends with the call's close."""
+    metadata, span = start_call(metadata, "client", lambda: (f"{service}/{method}", {
+        "rpc.system": "grpc", "rpc.service": service, "rpc.method": method, "wasm_faas.upstream": upstream}))
+    if span is None:
+        return metadata, sink, None
+
+    def closing(event: GrpcEvent) -> None:
+        if isinstance(event, GrpcClose):
+            end_call(span, event.message if event.status else "", {"rpc.grpc.status_code": event.status})
+        sink(event)
+
+    return metadata, closing, span
 
 
 def _to_grpc(metadata: HeaderList) -> list[tuple[str, object]]:

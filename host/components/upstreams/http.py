@@ -13,6 +13,7 @@ import aiohttp
 
 from abi.maps import HeaderList
 from abi.services import HttpCallResult
+from host.tracing.current import end_call, start_call
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,12 @@ class HttpUpstreams:
             future: concurrent.futures.Future = concurrent.futures.Future()
             future.set_result(HttpCallResult(0, [], b"", error="upstreams not started"))
             return future
-        return asyncio.run_coroutine_threadsafe(self._call(upstream, headers, body, timeout_s), self._loop)
+        # Called from the guest's thread: the request's trace context goes along (issue 14).
+        sent, span = start_call(headers, "client", lambda: _describe(upstream, headers))
+        call = asyncio.run_coroutine_threadsafe(self._call(upstream, sent, body, timeout_s), self._loop)
+        if span is not None:
+            call.add_done_callback(lambda done: _end_span(span, done))
+        return call
 
     async def _call(self, upstream: str, headers: HeaderList, body: bytes, timeout_s: float) -> HttpCallResult:
         pseudo = {k: v for k, v in headers if k.startswith(":")}
@@ -66,6 +72,23 @@ class HttpUpstreams:
             return HttpCallResult(0, [], b"", error=f"timeout after {timeout_s:g}s calling {upstream}")
         except aiohttp.ClientError as error:
             return HttpCallResult(0, [], b"", error=f"{upstream}: {error}")
+
+
+def _describe(upstream: str, headers: HeaderList) -> tuple[str, dict[str, object]]:
+    """The client span's name and attributes (only made for a recorded request)."""
+    pseudo = dict(headers)
+    method = pseudo.get(":method", "GET")
+    return method, {"wasm_faas.upstream": upstream, "http.request.method": method, "url.path": pseudo.get(":path", "/")}
+
+
+def _end_span(span: object, done: concurrent.futures.Future[HttpCallResult]) -> None:
+    if done.cancelled():
+        end_call(span, "cancelled")
+        return
+    error = done.exception()
+    result = done.result() if error is None else HttpCallResult(0, [], b"", error=str(error))
+    end_call(span, result.error or (f"HTTP {result.status}" if result.status >= 500 else ""),
+             {"http.response.status_code": result.status} if result.status else None)
 
 
 def _reachable(url: str, timeout_s: float = 0.5) -> tuple[bool, str]:

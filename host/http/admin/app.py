@@ -82,7 +82,8 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
     def local_functions() -> dict[str, Any]:
         listing: dict[str, Any] = {"functions": [app.deployments.describe(d) for d in app.deployments.records.values()],
                                    "failed": app.failures(), "module_cache": app.cache.stats(),
-                                   "engine_backend": app.engine.backend}
+                                   "engine_backend": app.engine.backend,
+                                   "limits": app.engine.limits()}  # issue 16: the memory-map budget
         if worker is not None:
             status, _ = app.readiness()
             listing["worker"] = {"index": worker.index, "pid": os.getpid(), "status": status,

@@ -61,6 +61,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def create_dapr_app(api: RuntimeApi, *, ready: Callable[[], bool], api_token: str | None,
                     max_body_bytes: int) -> web.Application:
     """`ready()`: whether the host serves (healthz answers 204, else 500)."""
+    api = api.for_api("http")  # runtime-call metrics under api="http" (host/api/__init__.py)
     middlewares = [_errors]
     if api_token:
         middlewares.insert(0, _token_check(api_token))  # type: ignore[arg-type]

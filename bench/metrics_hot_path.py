@@ -3,12 +3,12 @@ of the cheap `hello` function, in process, no listener. Rounds alternate between
 metrics and a stub that records nothing, so the difference is the metrics hook's cost — about a
 microsecond, which a wrk run on a shared 2-core machine cannot resolve.
 
-    python tests/ops/hot_path_bench.py [--calls N] [--rounds R]
+    python bench/metrics_hot_path.py [--calls N] [--rounds R]
 
 Timings on a shared machine are noisy; for instruction counts (deterministic), run one kind of
 round under callgrind at two call counts and divide the difference:
 
-    valgrind --tool=callgrind python tests/ops/hot_path_bench.py --only metrics --rounds 1 --calls 2000
+    valgrind --tool=callgrind python bench/metrics_hot_path.py --only metrics --rounds 1 --calls 2000
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from abi import HttpRequest  # noqa: E402
