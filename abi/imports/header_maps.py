@@ -10,8 +10,6 @@ from abi.maps import HeaderList, decode_map, encode_map
 hostcall = ImportGroup(pure=True)
 
 _MAX_MAP_TYPE = max(MapType)
-
-
 _REQUEST_HEADERS = int(MapType.HTTP_REQUEST_HEADERS)
 
 

@@ -19,10 +19,10 @@ SLOW_INLINE_LIMIT = 3  # (one slow run may be a GC pause; a runaway one is cut b
 CHEAP_REQUEST_NS = 1_000_000  # requests this light (CPU) keep the GIL across their guest calls...
 HEAVY_REQUEST_NS = 2_000_000  # ...and one this heavy hands it back, so heavy guests run in parallel
 PROMOTE_AFTER = 64
+MAX_PROMOTE_AFTER = 1 << 20
 # Inline requests are timed one in this many (host/functions/dispatch.py): a thread's CPU clock is a
 # system call, a real cost for a microsecond function; a slow streak still shows within a few dozen.
 INLINE_SAMPLE_EVERY = 8
-MAX_PROMOTE_AFTER = 1 << 20
 
 class ExecutionPolicy:
     """Per function version: run inline or in a guest thread, learned from observed guest times."""
