@@ -162,17 +162,6 @@ class GuestBase:
         for ptr, size in ptrs_and_sizes:
             self._check(ptr, size)
 
-    def release(self) -> None:
-        """Free this instance's store now (its linear memory, its memory mappings) rather than when
-        Python's cyclic collector reaches it (the guest and its owner refer to each other). Only for
-        a retired instance nothing will call again: memory accesses then fail (GuestMemoryError)."""
-        self._memory = None
-        self._view = memoryview(b"")
-        self._size = 0
-        self._funcs.clear()
-        self._export_cache.clear()
-        self.store.close()
-
     # -- exports ------------------------------------------------------------------------------
     def export(self, name: str) -> Any:
         """The export called `name` (a Func, Memory, ...) or None; looked up once."""

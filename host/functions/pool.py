@@ -565,8 +565,8 @@ class _Reaper:
 REAPER = _Reaper()
 
 
-# Instances retired since the last full collection whose store could not be freed at once (a
-# component's): what a collection may free (each holds its memory mappings until then).
+# Instances retired since the last full collection: what a collection may free (each holds its
+# memory mappings until then).
 _CLOSED_SINCE_COLLECTION = [0]
 _LAST_COLLECTION = {"at": 0.0, "took": 0.0}
 COLLECTION_SHARE = 3  # a reclaim collects only if the last collection took at most 1/3 of the time since
@@ -577,21 +577,13 @@ def _count_closed(count: int) -> None:
 
 
 def _retire(vm: ProxyWasmVM) -> None:
-    """Close a retired instance (its root context's proxy_on_done / proxy_on_delete) and free its
-    store at once: its memory and memory mappings come back now, not at the next full collection
-    (issue 16: a function scaled to zero holds only its module). Idle or just released, it is this
-    pool's alone: nothing calls it again."""
+    """Close a retired instance (its root context's proxy_on_done / proxy_on_delete); its store, memory
+    and memory mappings go when the collector frees it (the guest and its owner refer to each other),
+    which the map budget's reclaim forces under pressure. Closing the store here at once was tried and
+    withdrawn: any compiled call still held into it would run on freed memory, and the suite saw one
+    segfault (not traced) while it was in place."""
     vm.close()
-    guest = getattr(vm, "guest", None)
-    release = getattr(guest, "release", None)
-    if release is None:  # not a module instance (a component's): the collector frees it
-        _count_closed(1)
-        return
-    try:
-        release()
-    except Exception:  # noqa: BLE001 - then the collector frees it
-        log.exception("function %s: freeing a retired instance failed", vm.function_id)
-        _count_closed(1)
+    _count_closed(1)
 
 
 def _on_collection(phase: str, info: dict[str, int]) -> None:

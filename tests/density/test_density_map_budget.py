@@ -5,12 +5,26 @@ refusal names vm.max_map_count and is reported in the state."""
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from abi.engine import MapBudget, ResourceLimitError
 from abi.engine import _maps as maps
+
+
+@pytest.fixture(autouse=True)
+def _steady_maps() -> Iterator[None]:
+    """These budgets count this process's real mappings: what earlier tests left for the collector
+    (retired instances) is freed first, and no collection runs meanwhile to change the count."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _tight(room: int, margin: int) -> MapBudget:
