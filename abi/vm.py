@@ -495,14 +495,18 @@ class ProxyWasmVM:
 _PAUSE = int(Action.PAUSE)
 
 
-def _epoch_ticks(seconds: float, _cache: dict[float, int] = {}) -> int:  # noqa: B006 - a deliberate memo
+_TICKS: dict[float, int] = {}  # budget in seconds -> its epoch deadline in ticks
+
+
+def _epoch_ticks(seconds: float) -> int:
     """The epoch deadline, in ticks, of a budget of `seconds` (at least one full tick: the current
-    one may be about to end). Memoized: requests reuse a few budgets (the inline one, the function's)."""
-    ticks = _cache.get(seconds)
+    one may be about to end). Memoized: requests reuse a few budgets (the inline one, the function's);
+    the remainders of paused waits are not worth keeping past the first 1,024."""
+    ticks = _TICKS.get(seconds)
     if ticks is None:
         ticks = max(1, math.ceil(seconds / EPOCH_TICK_SECONDS)) + 1
-        if len(_cache) < 1024:
-            _cache[seconds] = ticks
+        if len(_TICKS) < 1024:
+            _TICKS[seconds] = ticks
     return ticks
 
 

@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from run import load_average  # bench/run.py
+
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 
@@ -59,13 +61,6 @@ SCRIPTS = (
 
 def log(message: str) -> None:
     print(f"[all] {message}", file=sys.stderr, flush=True)
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def run(script: Script, out: Path, quick: bool) -> tuple[str, float]:

@@ -204,8 +204,7 @@ def process_tree(root: int, table: dict[int, tuple[int, int]]) -> set[int]:
 def our_ticks() -> int:
     """CPU ticks of this process tree: live descendants (servers, their workers, threads included)
     plus children already reaped (every finished wrk)."""
-    table = process_table()
-    return sum(table[pid][1] for pid in process_tree(os.getpid(), table) if pid in table)
+    return tree_ticks([os.getpid()])
 
 
 @dataclass

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,16 @@ def post_json(url: str, body: Any, token: str = "") -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     status, _, answer = request(url, method="POST", headers=headers, data=json.dumps(body).encode())
     return status, answer
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` ports free on 127.0.0.1 now (for a host process told to listen on them)."""
+    ports = []
+    for _ in range(count):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    return ports
 
 
 def write_host_config(tmp_path: Path, folder: Path, listen: int, admin: int, *, server: str = "", rest: str = "",

@@ -9,7 +9,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.host_process import HostProcess, request, wait_until, write_host_config
+from tests.host_process import HostProcess, free_ports, request, wait_until, write_host_config
 
 TOKEN = "ops-cli-token"
 # The zig cache the C test guests use (tests/conftest.py c_guests): wasi-libc is compiled once.
@@ -73,15 +72,6 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     return Cli(tmp_path, monkeypatch)
-
-
-def free_ports(count: int) -> list[int]:
-    ports = []
-    for _ in range(count):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    return ports
 
 
 @pytest.fixture

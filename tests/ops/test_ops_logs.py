@@ -10,13 +10,12 @@ import json
 import logging
 import re
 import shutil
-import socket
 from pathlib import Path
 
 from abi import HttpRequest
 from host.logs import REQUEST_SCOPE, JsonFormatter, LogBuffer, configure_logging, parse_cursor
 from tests.guest_wat import WatGuest, write_guest
-from tests.host_process import HostProcess, get_json, request, wait_until, write_host_config
+from tests.host_process import HostProcess, free_ports, get_json, request, wait_until, write_host_config
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
@@ -29,15 +28,6 @@ def logging_guest(folder: Path, name: str) -> None:
     write_guest(folder, name, g.module(
         proxy_on_vm_start=f"(drop {log(1, 'started')}) (i32.const 1)",
         proxy_on_request_headers=f"(drop {log(2, 'handled')}) (call $emit (i32.const 1)) (call $flush) (i32.const 0)"))
-
-
-def free_ports(count: int) -> list[int]:
-    ports = []
-    for _ in range(count):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-    return ports
 
 
 def test_json_lines_of_a_real_host_carry_function_request_and_trace_ids(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from host.functions.dispatch import DispatchError, GuestFailed
 from host.metrics import merge_workers
 from host.metrics.collectors import sanitise
 from tests.guest_wat import RET, U32_A, WatGuest, write_guest
-from tests.host_process import HostProcess, request, write_host_config
+from tests.host_process import HostProcess, free_ports, request, write_host_config
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -174,11 +173,7 @@ def host(tmp_path: Path, workers: int) -> Iterator[tuple[HostProcess, int, int]]
     folder = tmp_path / f"functions-{workers}"
     answering(folder, "ok")
     counting(folder, "counting")
-    ports = []
-    for _ in range(2):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
+    ports = free_ports(2)
     config = write_host_config(tmp_path, folder, ports[0], ports[1], server=f"workers = {workers}",
                                rest='[function_defaults]\ninstance_num = 1\n[state.state_demo]\ntype = "memory"\n',
                                name=f"host-{workers}.toml")

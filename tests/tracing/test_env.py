@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLES, REPO
-from tests.host_process import HostProcess, request, write_host_config
+from tests.host_process import HostProcess, free_ports, request, write_host_config
 from tests.tracing.otlp_receiver import OtlpReceiver
 from tests.tracing.test_propagation import INCOMING, PARENT_ID, TRACE_ID
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(tmp_path: Path, listen: int, admin: int) -> Path:
@@ -42,7 +35,7 @@ seed = { book1 = "100" }
 @pytest.mark.parametrize("disabled", [False, True])
 def test_otel_environment_turns_export_on_in_every_worker(tmp_path: Path, disabled: bool) -> None:
     receiver = OtlpReceiver()
-    listen, admin = free_port(), free_port()
+    listen, admin = free_ports(2)
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "from-env"}
     if disabled:
         env["OTEL_SDK_DISABLED"] = "true"
