@@ -67,9 +67,13 @@ class BuildPyWithProtos(build_py):
             raise SystemExit(f"generating the gRPC modules failed: {error!r}") from error
 
 
-setup(ext_modules=[Extension("abi.engine._native", ["abi/engine/_native.c"], optional=True,
+setup(ext_modules=[Extension("abi.engine._native", ["abi/engine/_native.c", "abi/engine/_native_calls.c",
+                                                       "abi/engine/_native_fast.c", "abi/engine/_native_ticker.c"],
+                             depends=["abi/engine/_native.h"], optional=True,
                              extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"])],
+                                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type",
+                                                 "-pthread"],
+                             extra_link_args=["-pthread"])],  # the epoch ticker's thread
       cmdclass={"build_py": BuildPyWithProtos},
       # The sources ship too (for clients and reflection tools); every package picks up its own *.proto.
       package_data={"": ["*.proto"]})

@@ -6,6 +6,8 @@ Routed like the host, by the `id` header:
   hello -> `hello method=GET path=/ greeting=-\n` plus header `x-hello: 1` (examples/functions/hello.c)
   id_1  -> `There are 100 inventories for book1.` via two in-process steps and one Redis GET
            (the Layotto demo chain id_1 -> id_2 -> state store)
+  id_1_blocking -> the same, its GET a blocking redis-py call on the event loop: the design the
+           host's inline reads use (host/loop_budget.py), written without wasm — its floor
 
 It binds with reuse_port=True, so bench/run.py starts it N times on one port for N workers, and
 prints `ready` on stdout once listening. It uses uvloop when installed, as the host does, so that
@@ -18,7 +20,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from aiohttp import web
 
@@ -38,6 +40,7 @@ class InventoryChain:
     def __init__(self, redis_address: str):
         self._address = redis_address
         self._redis: Optional[object] = None  # created lazily: hello-only runs need no Redis
+        self._blocking: Optional[Any] = None
 
     def _client(self):
         if self._redis is None:
@@ -54,6 +57,19 @@ class InventoryChain:
 
     async def sentence(self, name: str) -> str:  # the id_1 step
         return f"There are {await self.stock(name)} inventories for {name}."
+
+    def blocking_stock(self, name: str) -> str:  # the id_2 step, waiting on the loop
+        if self._blocking is None:
+            import redis
+
+            host, _, port = self._address.rpartition(":")
+            self._blocking = redis.Redis(host=host, port=int(port))
+        value = self._blocking.get(name)
+        return value.decode() if value is not None else ""
+
+    def handle_blocking(self, request: web.Request) -> web.Response:
+        name = request.query.get("name", "")
+        return web.Response(body=f"There are {self.blocking_stock(name)} inventories for {name}.".encode())
 
     async def handle(self, request: web.Request) -> web.Response:
         name = request.query.get("name", "")
@@ -75,6 +91,8 @@ def create_app(redis_address: str) -> web.Application:
             return hello(request)
         if function_id == "id_1":
             return await chain.handle(request)
+        if function_id == "id_1_blocking":
+            return chain.handle_blocking(request)
         return web.Response(status=404, body=b"unknown id\n")
 
     async def close_chain(_app: web.Application) -> None:

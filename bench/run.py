@@ -545,6 +545,7 @@ class Context:
 HELLO = {"id": "hello"}
 NOOP = {"id": "noop"}
 DEMO = {"id": "id_1"}
+DEMO_BLOCKING = {"id": "id_1_blocking"}  # bench/baseline.py: the same chain, its GET blocking the loop
 CPU = {"id": "cpu_hash"}
 
 
@@ -618,9 +619,25 @@ def scenario_demo(ctx: Context, hosts: list[Server], bare: Server) -> None:
         return
     try:
         h, b = pair(ctx, name, hosts, bare, DEMO, DEMO_PATH, DEMO_BODY, ctx.connections)
+        blocking = demo_blocking_floor(ctx, name, bare)
     finally:
         unseed_redis()
     check_ratio(ctx.report, "demo chain: host / bare req/s", ratio(h, b), TARGET_DEMO)
+    ctx.report.rows.append(Row(name, "bare aiohttp, GET blocking the loop", ctx.connections, blocking,
+                               ratio(blocking, b), "ratio to bare aiohttp: the floor of the host's inline "
+                               "reads (one request at a time while Redis answers), without wasm"))
+
+
+def demo_blocking_floor(ctx: Context, name: str, bare: Server) -> WrkResult:
+    """The baseline's chain with its Redis GET blocking the event loop, as the host's inline reads
+    wait (host/loop_budget.py): what that design allows without wasm."""
+    verify_answer(ctx.report, bare, DEMO_BLOCKING, DEMO_PATH, DEMO_BODY, None)
+    measured = []
+    for round_index in range(ctx.load.rounds):
+        log(f"{name}: {bare.name}, GET blocking the loop, round {round_index + 1}/{ctx.load.rounds}")
+        measured.append(measure(bare.url + DEMO_PATH, DEMO_BLOCKING, ctx.connections, ctx.load,
+                                warm_up=round_index == 0, server_pids=[proc.pid for proc in bare.procs]))
+    return median(measured)
 
 
 def scenario_latency(ctx: Context, hosts: list[Server], bare: Server) -> None:

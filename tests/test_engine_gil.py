@@ -61,10 +61,11 @@ def test_the_public_backend_never_holds_the_gil() -> None:
         engine.stop_ticker()
 
 
-# A non-pure function (it imports proxy_get_state, so it never runs inline) that loops on a body.
+# A function that may write state (it imports proxy_set_state, so it never runs inline) and loops
+# on a body.
 STATEFUL_LOOP_WAT = r"""
 (module
-  (import "env" "proxy_get_state" (func $get (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_state" (func $put (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_set_buffer_bytes" (func $set (param i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 16) "ok")

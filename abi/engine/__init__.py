@@ -159,6 +159,12 @@ class HostLinker:
         a module may run inline on the event loop."""
         return all((host := self._matching(imp)) is not None and host.pure for imp in self.imports_of(module))
 
+    def only_replayable_imports(self, module: wasmtime.Module) -> bool:
+        """Whether every import of `module` is pure or a read (abi/imports/_registry.py): such a
+        module may run inline too, its blocking reads bounded by the caller's budget."""
+        return all((host := self._matching(imp)) is not None and (host.pure or host.reads)
+                   for imp in self.imports_of(module))
+
     def missing_imports(self, module: wasmtime.Module) -> list[str]:
         """Imports of `module` this host does not provide (or provides with another signature)."""
         problems = []

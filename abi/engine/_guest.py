@@ -58,6 +58,7 @@ class HostFunction:
     impl: Callable[..., Any]
     on_memory_error: int | None = None
     pure: bool = False  # neither blocks nor has effects outside the instance (abi/imports/_registry.py)
+    reads: bool = False  # blocks, but only to read: a run cut short in it may be replayed
 
     def functype(self) -> wasmtime.FuncType:
         kinds = {I32: wasmtime.ValType.i32(), I64: wasmtime.ValType.i64()}

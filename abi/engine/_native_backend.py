@@ -5,11 +5,17 @@ host-import trampolines without ctypes: a guest call is a vectorcall object over
 raw-value buffer, a host import one C callback that vectorcalls its implementation, and the epoch
 callback that enforces deadlines is C too (it needs no GIL). Export lookup and error conversion are
 the fast back-end's (`_ctypes_backend.FastGuest`).
+
+The hottest host imports (FAST_PATHS) also have a C fast path in the trampoline for their common
+case, reading guest memory directly; anything else falls through to the Python implementation, so
+behaviour is the same either way. `WASM_FAAS_NATIVE_FAST_IMPORTS=0` (or FAST_IMPORTS = False), read
+when a linker is built, turns them off (to compare, or to rule them out).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from collections.abc import Callable
 from ctypes import CFUNCTYPE, c_size_t, c_void_p
@@ -26,7 +32,10 @@ _native.configure(
     ctypes.cast(ffi.dll.wasmtime_func_call_unchecked, c_void_p).value,
     ctypes.cast(ffi.dll.wasmtime_trap_new, c_void_p).value,
     ctypes.cast(ffi.dll.wasmtime_error_new, c_void_p).value,
-    ctypes.sizeof(ffi.wasmtime_func_t), ctypes.sizeof(ffi.wasmtime_val_raw_t), GuestMemoryError)
+    ctypes.sizeof(ffi.wasmtime_func_t), ctypes.sizeof(ffi.wasmtime_val_raw_t), GuestMemoryError,
+    ctypes.cast(ffi.dll.wasmtime_memory_data, c_void_p).value,
+    ctypes.cast(ffi.dll.wasmtime_memory_data_size, c_void_p).value,
+    ctypes.sizeof(ffi.wasmtime_memory_t))
 
 _TRAMPOLINE = _native.trampoline_address()
 _EPOCH_CALLBACK = _native.epoch_callback_address()
@@ -50,9 +59,42 @@ def _result_kind(types: Any) -> int:
     return _kinds(types)[0] if types else -1
 
 
+# (module, name) -> (the C fast path of that import, its number of i32 parameters); the
+# implementations are in abi/imports/header_maps.py, buffers.py and stream_control.py.
+FAST_PATHS = {("env", "proxy_get_header_map_value"): (_native.FAST_GET_HEADER_MAP_VALUE, 5),
+              ("env", "proxy_add_header_map_value"): (_native.FAST_ADD_HEADER_MAP_VALUE, 5),
+              ("env", "proxy_set_buffer_bytes"): (_native.FAST_SET_BUFFER_BYTES, 5),
+              ("env", "proxy_get_buffer_status"): (_native.FAST_GET_BUFFER_STATUS, 3),
+              ("env", "proxy_get_buffer_bytes"): (_native.FAST_GET_BUFFER_BYTES, 5),
+              ("env", "proxy_send_local_response"): (_native.FAST_SEND_LOCAL_RESPONSE, 8)}
+FAST_IMPORTS = True
+_fast_configured = False
+
+
+def _fast_path(host: HostFunction) -> int:
+    """The fast path for `host` (0: none), configuring the paths' constants on first use."""
+    global _fast_configured
+    fast, params = FAST_PATHS.get((host.module, host.name), (0, 0))
+    if (not fast or not FAST_IMPORTS or os.environ.get("WASM_FAAS_NATIVE_FAST_IMPORTS") == "0"
+            or (tuple(host.params), tuple(host.results)) != ((I32,) * params, (I32,))):
+        return 0
+    if not _fast_configured:
+        # Imported here: abi.limits imports abi.engine, which is loading this module.
+        from abi.codes import BufferType, MapType, Status
+        from abi.http import HttpResponse
+        from abi.limits import DEFAULT_LIMIT_BYTES, ENTRY_COST, MAX_MAP_ENTRIES
+
+        _native.configure_fast(int(Status.OK), int(Status.NOT_FOUND), MAX_MAP_ENTRIES, ENTRY_COST,
+                               DEFAULT_LIMIT_BYTES, int(MapType.HTTP_REQUEST_HEADERS),
+                               int(MapType.HTTP_RESPONSE_HEADERS), int(BufferType.HTTP_REQUEST_BODY),
+                               int(BufferType.HTTP_RESPONSE_BODY), HttpResponse)
+        _fast_configured = True
+    return fast
+
+
 def define(linker: wasmtime.Linker, host: HostFunction) -> None:
     target = _native.HostImport(host.impl, host.name, _kinds(host.params), _result_kind(host.results),
-                                host.on_memory_error)
+                                host.on_memory_error, _fast_path(host))
     functype = host.functype()
     _KEEP_ALIVE.append((target, functype))
     module, name = host.module.encode(), host.name.encode()
@@ -68,6 +110,8 @@ class NativeGuest(FastGuest):
         self._state = _native.GuestState(self, owner)
         self._state.deadline_at = float("inf")
         super().__init__(store, instance, owner, signatures)
+        if self._memory is not None:  # the fast host imports read and write it directly
+            self._state.set_memory(self._context, bytes(self._memory._memory))
 
     def _install_epoch_callback(self, store: wasmtime.Store) -> None:
         # The C callback reads the deadline from the GuestState, which lives as long as the guest.

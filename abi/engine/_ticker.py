@@ -1,8 +1,10 @@
 """What advances the engine epoch every EPOCH_TICK_SECONDS (per-call deadlines are counted in ticks).
 
-The native ticker is a POSIX timer whose expiry calls `wasmtime_engine_increment_epoch` directly
-on a libc helper thread (SIGEV_THREAD): it never takes the GIL, so even a guest call that holds the
-GIL is interrupted on time. Where that is not available, a Python thread ticks instead (and guest
+The native ticker is one thread of the C extension (`_native.start_ticker`) that calls
+`wasmtime_engine_increment_epoch` directly: it never takes the GIL, so even a guest call that holds
+the GIL is interrupted on time, and stop() joins it, so no tick can reach an engine after that.
+(It replaced a POSIX SIGEV_THREAD timer: glibc starts a thread per expiry, and timer_delete does not
+wait for one in flight.) Where the extension is missing, a Python thread ticks instead (and guest
 calls then always release the GIL — see `ticks_without_gil`).
 """
 
@@ -10,31 +12,11 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from typing import Any
 
 import wasmtime
 
 from abi.engine._guest import EPOCH_TICK_SECONDS
-
-_SIGEV_THREAD = 2
-_CLOCK_MONOTONIC = 1
-
-
-class _SigVal(ctypes.Union):
-    _fields_ = [("sival_int", ctypes.c_int), ("sival_ptr", ctypes.c_void_p)]
-
-
-class _SigEvent(ctypes.Structure):  # glibc's struct sigevent (64 bytes on 64-bit Linux)
-    _fields_ = [("sigev_value", _SigVal), ("sigev_signo", ctypes.c_int), ("sigev_notify", ctypes.c_int),
-                ("sigev_notify_function", ctypes.c_void_p), ("sigev_notify_attributes", ctypes.c_void_p),
-                ("_pad", ctypes.c_byte * 32)]
-
-
-class _TimeSpec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _ITimerSpec(ctypes.Structure):
-    _fields_ = [("it_interval", _TimeSpec), ("it_value", _TimeSpec)]
 
 
 class NativeTicker:
@@ -43,33 +25,24 @@ class NativeTicker:
     def __init__(self, engine: wasmtime.Engine):
         from wasmtime import _ffi as ffi  # the symbol's address: only the fast back-end's internals
 
-        self._engine = engine  # keeps the engine alive as long as the timer may fire
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._event = _SigEvent()
-        self._event.sigev_notify = _SIGEV_THREAD
-        self._event.sigev_notify_function = ctypes.cast(ffi.dll.wasmtime_engine_increment_epoch, ctypes.c_void_p).value
-        self._event.sigev_value.sival_ptr = ctypes.cast(engine.ptr(), ctypes.c_void_p).value
-        self._timer: ctypes.c_void_p | None = None
+        from abi.engine import _native  # type: ignore[attr-defined]  # ImportError when not built
+
+        self._native: Any = _native
+        self._engine = engine
+        self._increment = ctypes.cast(ffi.dll.wasmtime_engine_increment_epoch, ctypes.c_void_p).value
+        self._handle: Any = None
 
     def start(self) -> None:
-        timer = ctypes.c_void_p()
-        if self._libc.timer_create(_CLOCK_MONOTONIC, ctypes.byref(self._event), ctypes.byref(timer)) != 0:
-            raise OSError(ctypes.get_errno(), "timer_create failed")
-        nanoseconds = int(EPOCH_TICK_SECONDS * 1e9)
-        period = _TimeSpec(nanoseconds // 1_000_000_000, nanoseconds % 1_000_000_000)
-        if self._libc.timer_settime(timer, 0, ctypes.byref(_ITimerSpec(period, period)), None) != 0:
-            self._libc.timer_delete(timer)
-            raise OSError(ctypes.get_errno(), "timer_settime failed")
-        self._timer = timer
+        if self._handle is None:
+            engine = ctypes.cast(self._engine.ptr(), ctypes.c_void_p).value
+            # The handle keeps the engine alive until its thread is joined (stop(), or its dealloc).
+            self._handle = self._native.start_ticker(self._increment, engine, int(EPOCH_TICK_SECONDS * 1e9),
+                                                     self._engine)
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._libc.timer_delete(self._timer)
-            self._timer = None
-
-    def __del__(self) -> None:
-        # A timer left armed would keep calling into an engine that may be freed next.
-        self.stop()
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.stop()
 
 
 class ThreadTicker:
@@ -104,7 +77,7 @@ def start_ticker(engine: wasmtime.Engine, native: bool):
             ticker = NativeTicker(engine)
             ticker.start()
             return ticker
-        except (OSError, AttributeError):
+        except (OSError, AttributeError, ImportError):
             pass
     fallback = ThreadTicker(engine)
     fallback.start()

@@ -21,7 +21,12 @@ class ImportGroup:
 
     `pure` imports neither block nor have effects outside their instance, so replaying a request
     that used only them on a fresh instance is safe. Blocking calls (state, invoke) and calls with
-    outside effects (http/gRPC calls, shared data, queues, metrics, timers) are not pure."""
+    outside effects (http/gRPC calls, shared data, queues, metrics, timers) are not pure.
+
+    `reads` marks a blocking import that only reads (a state read; invoking another function,
+    which the dispatcher allows on the event loop only when that function is replayable too): a
+    module whose imports are all pure or reads may run inline as well, its blocking calls bounded
+    by the inline budget (host/loop_budget.py), and be replayed when one would wait longer."""
 
     def __init__(self, module: str = "env", on_memory_error: int | None = Status.INVALID_MEMORY_ACCESS,
                  pure: bool = False):
@@ -31,14 +36,14 @@ class ImportGroup:
         self.functions: list[HostFunction] = []
 
     def __call__(self, params: str = "", *, result: bool = True, name: str | None = None,
-                 pure: bool | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                 pure: bool | None = None, reads: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """`params` spells the wasm parameter types: "i" for i32, "I" for i64."""
 
         def register(impl: Callable[..., Any]) -> Callable[..., Any]:
             self.functions.append(HostFunction(
                 module=self.module, name=name or impl.__name__, params=tuple(_KINDS[p] for p in params),
                 results=(I32,) if result else (), impl=impl, on_memory_error=self.on_memory_error,
-                pure=self.pure if pure is None else pure))
+                pure=self.pure if pure is None else pure, reads=reads))
             return impl
 
         return register

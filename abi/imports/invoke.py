@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 hostcall = ImportGroup()
 
 
-@hostcall("iiiiiiii")
+@hostcall("iiiiiiii", reads=True)  # the target may run inline only if it is replayable too
 def proxy_invoke_service(vm: ProxyWasmVM, id_ptr: int, id_size: int, method_ptr: int, method_size: int,
                          param_ptr: int, param_size: int, ptr_ptr: int, size_ptr: int) -> int:
     target = vm.read_str(id_ptr, id_size)

@@ -22,7 +22,7 @@ def failed(vm: ProxyWasmVM, call: str, error: ServiceError, *names: str) -> int:
     return error.status
 
 
-@hostcall("iiiiii")
+@hostcall("iiiiii", reads=True)
 def proxy_get_state(vm: ProxyWasmVM, store_ptr: int, store_size: int, key_ptr: int, key_size: int,
                     ptr_ptr: int, size_ptr: int) -> int:
     store = vm.read_str(store_ptr, store_size)
@@ -40,7 +40,7 @@ def proxy_get_state(vm: ProxyWasmVM, store_ptr: int, store_size: int, key_ptr: i
     return Status.OK
 
 
-@hostcall("iiiiiiii")
+@hostcall("iiiiiiii", reads=True)
 def proxy_get_state_with_etag(vm: ProxyWasmVM, store_ptr: int, store_size: int, key_ptr: int, key_size: int,
                               ptr_ptr: int, size_ptr: int, etag_ptr_ptr: int, etag_size_ptr: int) -> int:
     store = vm.read_str(store_ptr, store_size)

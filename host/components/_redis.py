@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from host.components.base import BackendConfig
 from host.components.errors import ComponentError
 from host.lazy import lazy_module
+from host.loop_budget import InlineBusy, LoopBudgetExceeded, inline_remaining
 
 if TYPE_CHECKING:
     import redis
@@ -119,6 +120,11 @@ class _ConnectionPool:
             self._forget_one()
             raise
 
+    def take_idle(self) -> redis.Connection | None:
+        """An idle connection without waiting or connecting, or None."""
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
     def release(self, connection: redis.Connection) -> None:
         with self._lock:
             self._idle.append(connection)
@@ -166,7 +172,10 @@ class RedisClient:
     def _run(self, exchange: Callable[[redis.Connection], Any]) -> Any:
         """Run one exchange on a pooled connection; a connection the server dropped since its last
         use (a restart, an idle timeout) is replaced and the exchange tried once more. Timeouts are
-        not retried."""
+        not retried. On the event loop (an inline run, host/loop_budget.py) see `_run_inline`."""
+        remaining = inline_remaining()
+        if remaining is not None:
+            return self._run_inline(exchange, remaining)
         for attempt in (1, 2):
             connection = self._pool.acquire()
             if connection is None:
@@ -193,6 +202,38 @@ class RedisClient:
             self._pool.release(connection)
             return reply
         raise AssertionError("unreachable")
+
+    def _run_inline(self, exchange: Callable[[redis.Connection], Any], remaining: float) -> Any:
+        """The exchange on the event loop: on an idle, connected connection only, waiting at most
+        `remaining` seconds. What would wait longer (no such connection, a slow or dropped server)
+        raises LoopBudgetExceeded, and the request is replayed in a guest thread."""
+        connection = self._pool.take_idle()
+        if connection is None:
+            raise InlineBusy(f"redis {self.address}: no idle connection")
+        sock = connection._sock
+        if sock is None:  # never connected, or dropped: connecting may take the connect timeout
+            self._pool.release(connection)
+            raise InlineBusy(f"redis {self.address}: no connected idle connection")
+        sock.settimeout(remaining)
+        try:
+            reply = exchange(connection)
+        except redis.ResponseError:  # an error reply: the connection is still good
+            sock.settimeout(connection.socket_timeout)
+            self._pool.release(connection)
+            raise
+        except (redis.TimeoutError, redis.ConnectionError) as error:
+            self._pool.discard(connection)
+            raise LoopBudgetExceeded(f"redis {self.address}: {error}") from None
+        except redis.RedisError as error:
+            sock.settimeout(connection.socket_timeout)
+            self._pool.release(connection)
+            raise ComponentError(f"redis {self.address}: {error}") from None
+        except BaseException:
+            self._pool.discard(connection)
+            raise
+        sock.settimeout(connection.socket_timeout)
+        self._pool.release(connection)
+        return reply
 
     def command(self, *args: Arg) -> Any:
         """One command. An error reply raises ComponentError (use `command_raw` to see it)."""

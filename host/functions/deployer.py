@@ -105,13 +105,13 @@ class Deployer:
                 log.debug("function %s: background work before the version is live dropped", spec.name)
 
         filter_pools: list[InstancePool] = []
-        eligible = True
+        filters_pure = True
         try:
             for filter_spec in spec.filters:
-                _, pool, pure, _ = self._start_pool(filter_spec, run_in_background, label=f"filter of {spec.name}: ")
+                _, pool, kind, _ = self._start_pool(filter_spec, run_in_background, label=f"filter of {spec.name}: ")
                 filter_pools.append(pool)
-                eligible = eligible and pure
-            first, pool, pure, sha256 = self._start_pool(spec, run_in_background)
+                filters_pure = filters_pure and kind == "pure"
+            first, pool, kind, sha256 = self._start_pool(spec, run_in_background)
         except BaseException as error:
             for started in filter_pools:
                 started.close()
@@ -123,7 +123,7 @@ class Deployer:
         version = FunctionVersion(
             name=spec.name, function_id=first.function_id, source=spec.path, sha256=sha256,
             pool=pool, filter_pools=tuple(filter_pools), timeout_s=spec.timeout_s, abi_version=first.abi_version,
-            tick_period_ms=first.tick_period_ms, policy=ExecutionPolicy(eligible and pure))
+            tick_period_ms=first.tick_period_ms, policy=_policy(kind, filters_pure, bool(filter_pools)))
         deployed.append(version)
         if first.abi_version == "unknown":
             log.warning("function %s: the module exports no proxy_abi_version_* marker; treated as ABI 0.2.1",
@@ -131,13 +131,14 @@ class Deployer:
         return version
 
     def _start_pool(self, spec: FunctionSpec, run_in_background: Callable[[RootTarget, RootWork], None],
-                    label: str = "") -> tuple[ProxyWasmVM | ComponentInstance, InstancePool, bool, str]:
-        """Compile `spec`'s module and start a full pool of it: (first instance, pool, inline-eligible,
-        sha256 of the module)."""
+                    label: str = "") -> tuple[ProxyWasmVM | ComponentInstance, InstancePool, str, str]:
+        """Compile `spec`'s module and start a full pool of it: (first instance, pool, what its
+        imports allow — "pure", "reads" or "" (see `_policy`) —, sha256 of the module)."""
         try:
             wasm = self.read_module(spec)
             if is_component(wasm):  # a component of the function world: its own compile, check and pool
-                return self.components.start_pool(spec, wasm, as_filter=bool(label))
+                component, pool, eligible, sha256 = self.components.start_pool(spec, wasm, as_filter=bool(label))
+                return component, pool, "pure" if eligible else "", sha256
             module = self.compile(spec, wasm)
         except DeployError as error:
             raise DeployError(f"{label}{error}", started_nothing=True) from None
@@ -196,7 +197,18 @@ class Deployer:
                 raise DeployError(f"{label}{spec.path.name}: refused: {error}") from None
             raise
         # --- end pool ---
-        return first, pool, self.linker.only_pure_imports(module), hashlib.sha256(wasm).hexdigest()
+        kind = "pure" if self.linker.only_pure_imports(module) else \
+            "reads" if self.linker.only_replayable_imports(module) else ""
+        return first, pool, kind, hashlib.sha256(wasm).hexdigest()
+
+
+def _policy(kind: str, filters_pure: bool, has_filters: bool) -> ExecutionPolicy:
+    """A function may run inline when its imports (and its filters') are pure, or — without filters —
+    when they are pure or reads, its blocking reads then bounded by the inline budget
+    (host/loop_budget.py)."""
+    if kind == "pure" and filters_pure:
+        return ExecutionPolicy(True)
+    return ExecutionPolicy(kind == "reads" and not has_filters, blocking=True)
 
 
 _STARTUP_CALLS = "_initialize/_start, proxy_on_vm_start, proxy_on_configure"

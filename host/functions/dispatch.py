@@ -36,6 +36,7 @@ from host.functions.router import Router
 from host.functions.threads import GuestThreads
 from host.functions.version import FunctionVersion
 from host.logs import REQUEST_SCOPE, next_request_number  # issue 14: log lines name their request
+from host.loop_budget import BUDGET, InlineBusy, LoopBudgetExceeded  # issue 16: blocking reads inline
 from host.metrics import RequestMetrics  # issue 14: per-function request metrics
 from host.tracing import spans as tracing  # issue 14: server spans, only while exporting
 
@@ -98,7 +99,12 @@ class HostFailed(DispatchError):
 
 
 class _InlineOverrun(Exception):
-    """An inline run hit its short deadline; the request is replayed in a guest thread."""
+    """An inline run hit its short deadline or was abandoned; the request is replayed in a guest
+    thread. `transient`: abandoned for a moment's contention (see ExecutionPolicy.abandoned)."""
+
+    def __init__(self, transient: bool = False):
+        super().__init__()
+        self.transient = transient
 
 
 class _CallChain(threading.local):
@@ -154,8 +160,12 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
     # An inline function is timed on a sample of its requests only: reading a thread's CPU clock
     # is a system call, and a run that stalls the loop is cut by its deadline anyway.
     timed = not inline or policy.sample()
-    started = time.thread_time_ns() if timed else 0
+    clock = policy.inline_clock if inline else time.thread_time_ns
+    started = clock() if timed else 0
     scope = REQUEST_SCOPE.set((version.function_id, request, next_request_number()))
+    outer_deadline = BUDGET.deadline
+    if inline and not outer_deadline:  # a nested inline call shares its caller's budget
+        BUDGET.deadline = time.monotonic() + INLINE_DEADLINE_S
     try:
         if component is not None:
             response = component.handle(request, version.timeout_s)
@@ -175,6 +185,17 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
         kind = "exceeded its deadline" if trap.interrupted else "trapped"
         version.failure_log.warning("function %s %s: %s", version.function_id, kind, trap)
         raise _failed(version, trap) from None
+    except (_InlineOverrun, LoopBudgetExceeded) as error:
+        if not inline:  # cannot happen: only an inline run sets a budget
+            raise
+        # A read waited past the inline budget, or a function it invoked cannot run inline or is
+        # busy: nothing the run did reached outside its instances, so it is replayed in a guest
+        # thread. A moment's contention demotes the function only when it keeps happening.
+        transient = isinstance(error, InlineBusy) or (isinstance(error, _InlineOverrun) and error.transient)
+        if version.policy.abandoned(transient):
+            log.info("function %s: %s; moved to guest threads, replaying the request", version.function_id,
+                     error if isinstance(error, LoopBudgetExceeded) else "a function it called left the event loop")
+        raise _InlineOverrun(transient) from None
     except Exception as error:
         version.stats.record(False)
         log.exception("function %s: host error while running a request", version.function_id)
@@ -186,8 +207,10 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
         else:
             del held[len(held) - len(chain):]
         REQUEST_SCOPE.reset(scope)
+        if inline:
+            BUDGET.deadline = outer_deadline
     if timed:
-        policy.observe(time.thread_time_ns() - started)
+        policy.observe(clock() - started)
     version.stats.record(response.status < 500)
     return response
 
@@ -385,6 +408,8 @@ class Dispatcher:
             raise CallCycle(f"invoke depth limit {self.max_invoke_depth} reached calling {function_id!r}",
                             function_id)
         version = self.find(function_id)
+        if BUDGET.deadline:
+            return self._call_inline(version, request)
         try:
             vm = version.pool.acquire_blocking(self.invoke_timeout_s, held=held)
             filters: list[ProxyWasmVM] = []
@@ -404,6 +429,22 @@ class Dispatcher:
             return _run(version, vm, filters, request, inline=False)
         finally:
             _release(version, vm, filters)
+
+
+    def _call_inline(self, version: FunctionVersion, request: HttpRequest) -> HttpResponse:
+        """A nested call made by an inline run, on the event loop: only to a function that may run
+        inline (promoted or not: it runs within the caller's budget) and has an idle instance;
+        anything else would wait, so the caller's run is abandoned (LoopBudgetExceeded) and
+        replayed in a guest thread, where this call waits."""
+        if not version.policy.eligible or version.filter_pools:
+            raise LoopBudgetExceeded(f"function {version.function_id!r} does not run on the event loop")
+        vm = version.pool.try_acquire()
+        if vm is None:
+            raise InlineBusy(f"function {version.function_id!r} has no idle instance")
+        try:
+            return _run(version, vm, (), request, inline=True)
+        finally:
+            version.pool.release(vm)
 
 
 def _release_when_done(job: asyncio.Future[object], version: FunctionVersion, vm: ProxyWasmVM,

@@ -12,6 +12,11 @@ its first this way: scale from zero), and an instance idle for `idle_timeout_s` 
 is retired by one reaper thread for the whole process. Idle instances are reused last-released
 first, so under a light load the same few stay warm and the rest age out. A pool whose minimum is
 its maximum is the fixed pool of Layotto's `instance_num`.
+
+A start the memory-map budget refuses (abi/engine/_maps.py: vm.max_map_count) is nothing wrong with
+the function: its waiters keep waiting, within their own timeouts, and the start is retried once the
+budget's reclaim has had a chance to free mappings (`ROOM_WAITS`); a waiter whose timeout passes
+first is refused with the budget's message.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import weakref
 from collections.abc import Callable, Collection
 from typing import Protocol
 
-from abi.engine import ResourceLimitError
+from abi.engine import ResourceLimitError, _maps
 from abi.vm import ProxyWasmVM
 
 log = logging.getLogger(__name__)
@@ -113,6 +118,9 @@ class InstancePool:
         self.max_queue = max_queue
         self.down_reason: str | None = None  # set when instances cannot be started
         self._down_at = 0.0
+        # The memory-map budget's refusal of the last start, while no start has succeeded since: what a
+        # waiter whose timeout passes is told (the pool is not down: the start is retried, ROOM_WAITS).
+        self._map_refusal: str | None = None
         self._factory = factory
         self._background = background
         self._lock = threading.Lock()
@@ -172,8 +180,9 @@ class InstancePool:
         """In a guest thread: start one planned instance and hand it to the first waiter."""
         try:
             vm = self._factory()
-        except ResourceLimitError as error:  # nothing wrong with the function: a later request retries
-            self._start_failed(f"cannot start an instance: {error}", transient=True)
+        except ResourceLimitError as error:  # nothing wrong with the function: retried when room may be back
+            self._start_failed(f"cannot start an instance: {error}", transient=True,
+                               wait_for_room=error.limit == "vm.max_map_count")
             return
         except Exception as error:  # noqa: BLE001 - reported to the waiters and in the listings
             self._start_failed(f"cannot start an instance: {error}", transient=False)
@@ -186,13 +195,21 @@ class InstancePool:
             if not self.closed:
                 self.started_on_demand += 1
                 self.down_reason = None
+            refused, self._map_refusal = self._map_refusal, None
         if was_down:
             _mark_down(self, False)
+        if refused is not None or ROOM_WAITS.waiting:
+            ROOM_WAITS.started(self)  # there may be room for the next pool waiting
         self._put_back(vm, here=True)
 
-    def _start_failed(self, reason: str, *, transient: bool) -> None:
+    def _start_failed(self, reason: str, *, transient: bool, wait_for_room: bool = False) -> None:
+        """A planned start failed. `wait_for_room`: the memory-map budget refused it; while requests
+        wait, the pool queues for a retry (ROOM_WAITS) instead of failing them."""
         with self._lock:
             self._starting -= 1
+            waiting = wait_for_room and bool(self._waiters) and not self.closed
+            if wait_for_room:
+                self._map_refusal = reason
             if not transient:
                 if self.down_reason is None:
                     log.error("function %s: %s", self.name, reason)
@@ -200,11 +217,33 @@ class InstancePool:
                 # would only burn CPU. A new version (file change, admin install) starts a fresh pool.
                 self.down_reason, self._down_at = reason, time.monotonic()
                 _mark_down(self, True)
+        if waiting and ROOM_WAITS.add(self):
+            return  # retried after the next reclaim; each waiter's own timeout bounds its wait
+        with self._lock:
             if self._instances or self._starting:
                 return  # the waiters get an instance when one is released
             waiters, self._waiters = list(self._waiters), collections.deque()
         for waiter in waiters:
             _fail_waiter(waiter, PoolDown(f"{self.name} has no running instance: {reason}"))
+
+    def _retry_start(self) -> str:
+        """For ROOM_WAITS: start what the waiters still need. "started" (a start was planned now),
+        "starting" (one is under way already) or "done" (nothing needed: no waiter left, closed, down)."""
+        with self._lock:
+            starts = self._plan_starts()
+            outcome = "started" if starts else "starting" if self._starting and self._waiters else "done"
+        self._start(starts)
+        return outcome
+
+    def _timed_out(self, timeout: float) -> Exception:
+        """What a waiter whose timeout passed is told: the budget's refusal if that is why no instance
+        came (the same 503 as a refusal at once, after the wait), else that none was free in time."""
+        with self._lock:
+            refused = self._map_refusal if not self._instances else None
+        if refused is not None:
+            return PoolDown(f"{self.name} has no running instance: {refused} "
+                            f"(no room came within {timeout:.1f}s)")
+        return PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s")
 
     # -- acquiring ----------------------------------------------------------------------------
     def try_acquire(self) -> ProxyWasmVM | None:
@@ -227,7 +266,7 @@ class InstancePool:
             return await asyncio.wait_for(waiter[1], timeout)
         except TimeoutError:
             self._forget(waiter)
-            raise PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s") from None
+            raise self._timed_out(timeout) from None
         except BaseException:  # the client went away
             self._forget(waiter)
             raise
@@ -252,8 +291,9 @@ class InstancePool:
             with self._lock:
                 if waiter.cancel():
                     self._discard_waiter(waiter)
-                    raise PoolTimeout(f"no free instance of {self.name} within {timeout:.1f}s") from None
-            return waiter.result()  # handed over just as we gave up: use it
+                else:
+                    return waiter.result()  # handed over just as we gave up: use it
+            raise self._timed_out(timeout) from None
 
     def _take_idle(self) -> ProxyWasmVM | None:
         """Lock held: the most recently released idle instance, now busy, or None; raises PoolClosed
@@ -297,7 +337,7 @@ class InstancePool:
                 return
             self._discard_waiter(job)
         if not job.future.done():
-            job.future.set_exception(PoolTimeout(f"no free instance of {self.name} within {queue_timeout:.1f}s"))
+            job.future.set_exception(self._timed_out(queue_timeout))
 
     def _run_jobs(self, vm: ProxyWasmVM, job: _Job | None) -> None:
         """In a guest thread: run the job, then the next queued ones on the same instance."""
@@ -563,6 +603,89 @@ class _Reaper:
 
 
 REAPER = _Reaper()
+
+
+class _RoomWaits:
+    """Pools whose instance start the memory-map budget refused while requests wait (issue 16), in
+    the order they were refused. One thread for the whole process retries the first that still needs
+    a start at most every RECLAIM_INTERVAL_S (its admission gives the budget's reclaim its chance:
+    retiring idle instances, collecting them), and the next one at once whenever a start succeeds
+    (there may be room for more). So a refusal storm costs one refused start per interval, not one
+    per waiting pool, and nothing spins: the thread sleeps on a condition. A pool is in the queue at
+    most once and leaves it when it starts an instance or needs none (its waiters gone, closed)."""
+
+    def __init__(self) -> None:
+        # Insertion-ordered (first refused, first retried); the value is the serial of the pool's last
+        # refusal, so that a retry finding nothing to do does not drop a pool refused again meanwhile.
+        self._pools: dict[InstancePool, int] = {}
+        self._serial = itertools.count()
+        self._wake = threading.Condition()
+        self._kicked = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether any pool waits (read without the lock: a hint for the start path)."""
+        return bool(self._pools)
+
+    def add(self, pool: InstancePool) -> bool:
+        """Queue `pool` for a retry; False when no thread can be started to retry it (the caller
+        fails its waiters as before)."""
+        with self._wake:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="pool-room-retry", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as error:  # no thread now (the thread or memory-map limit)
+                    log.warning("cannot start the thread retrying refused instance starts: %s", error)
+                    return False
+                self._thread = thread
+            fresh = pool not in self._pools
+            self._pools[pool] = next(self._serial)  # (a pool queued already keeps its place)
+            if fresh:
+                self._wake.notify()  # the thread may be waiting for a first pool
+        return True
+
+    def started(self, pool: InstancePool) -> None:
+        """`pool` started an instance: it leaves the queue, and the next pool is tried now."""
+        with self._wake:
+            self._pools.pop(pool, None)
+            if self._pools:
+                self._kicked = True
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._pools:
+                    self._kicked = False  # a kick for pools gone since: the next pool waits its interval
+                    while not self._pools:
+                        self._wake.wait()
+                due = time.monotonic() + _maps.RECLAIM_INTERVAL_S
+                while not self._kicked and (left := due - time.monotonic()) > 0:
+                    self._wake.wait(left)  # only a success (a kick) ends the interval early
+                self._kicked = False
+                pools = list(self._pools.items())
+            self._retry(pools)
+
+    def _retry(self, pools: list[tuple[InstancePool, int]]) -> None:
+        """Start one refused pool's instance: the first that needs one (those with a start under way
+        wait for its outcome; those that need none leave)."""
+        for pool, serial in pools:
+            try:
+                outcome = pool._retry_start()
+            except Exception:  # noqa: BLE001 - a bug here must not stop the retries of every pool
+                log.exception("function %s: retrying a refused instance start failed", pool.name)
+                outcome = "done"
+            if outcome == "started":
+                return
+            if outcome == "done":
+                with self._wake:
+                    if self._pools.get(pool) == serial:
+                        del self._pools[pool]
+
+
+ROOM_WAITS = _RoomWaits()
 
 
 # Instances retired since the last full collection: what a collection may free (each holds its

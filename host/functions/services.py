@@ -15,6 +15,7 @@ from host.components.catalog import Components
 from host.components.errors import ComponentError, EtagInvalid, EtagMismatch, InvalidRequest
 from host.components.pubsub.cloudevents import envelope
 from host.components.state import DeleteItem, StateItem
+from host.loop_budget import LoopBudgetExceeded
 from host.metrics import NO_OBSERVER, CallObserver
 from host.tracing.current import end_call, event_context
 
@@ -54,6 +55,8 @@ class _Capability:
             component = self.named(name)
             with _mapped():
                 result = action(component)
+        except LoopBudgetExceeded:
+            raise  # not an outcome: the call is made again from a guest thread (host/loop_budget.py)
         except Exception as error:
             self.observer.observe(self.capability, name, error, perf_counter() - started)
             raise

@@ -103,7 +103,7 @@ async def test_the_memory_map_limit_refuses_cleanly_and_the_host_keeps_serving(t
         assert await answer(app, function_id(5)) == (200, function_id(5).encode())
 
         # At the limit (no room at all now), a function holding an instance keeps answering; one that
-        # must start an instance is refused (503).
+        # must start an instance waits for room (its acquire timeout, short here), then is refused (503).
         budget.configure(reserve=0)  # a fresh count
         now = budget.state()["in_use"]
         assert isinstance(now, int)
@@ -111,6 +111,7 @@ async def test_the_memory_map_limit_refuses_cleanly_and_the_host_keeps_serving(t
         assert await answer(app, function_id(3)) == (200, function_id(3).encode())
         victim = app.dispatcher.find(function_id(5))
         assert victim.pool.stats()["instances"] == 0
+        app.dispatcher.acquire_timeout_s = 0.3
         try:
             await answer(app, function_id(5))
         except FunctionUnavailable as error:

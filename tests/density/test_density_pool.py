@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from abi.engine import ResourceLimitError
+from abi.engine import _maps as maps
 from host.functions.pool import InstancePool, PoolDown, PoolWouldDeadlock
 from host.functions.threads import GuestThreads
 from tests.functions.fn_wait import wait_for
@@ -133,18 +134,47 @@ async def test_an_idle_timeout_of_zero_retires_an_instance_when_it_is_released(t
     assert len(made) == 3 and pool.stats()["instances"] == 0
 
 
-async def test_a_process_limit_refuses_a_start_without_marking_the_pool_down(threads: GuestThreads) -> None:
-    refusing = [True]
-
+def _refusing_factory(refusing: list[bool], calls: list[float]) -> Callable[[], FakeInstance]:
     def factory() -> FakeInstance:
+        calls.append(time.monotonic())
         if refusing[0]:
             raise ResourceLimitError("memory-map limit reached: vm.max_map_count is 100", "vm.max_map_count")
         return FakeInstance()
+    return factory
 
-    pool, _ = elastic(threads, factory=factory)
-    with pytest.raises(PoolDown, match="vm.max_map_count"):
-        await asyncio.wait_for(pool.acquire(5), 2)
-    assert pool.down_reason is None  # nothing wrong with the function
+
+async def test_a_start_refused_by_the_map_limit_waits_for_room_and_is_retried(threads: GuestThreads) -> None:
+    refusing, calls = [True], []
+    pool, _ = elastic(threads, factory=_refusing_factory(refusing, calls))
+    waiter = asyncio.ensure_future(pool.acquire(5))
+    await wait_for(lambda: len(calls) >= 2, what="the refused start retried")
+    assert not waiter.done() and pool.down_reason is None  # still waiting; nothing wrong with the function
+    refusing[0] = False  # room again (a reclaim freed mappings)
+    vm = await asyncio.wait_for(waiter, 2)
+    assert pool.scaling()["started_on_demand"] == 1
+    pool.release(vm)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(calls)]
+    assert min(gaps) >= maps.RECLAIM_INTERVAL_S * 0.8  # retried on a timer, not in a loop
+
+
+async def test_a_start_refused_by_the_map_limit_until_the_timeout_answers_the_limit(threads: GuestThreads) -> None:
+    refusing, calls = [True], []
+    pool, _ = elastic(threads, factory=_refusing_factory(refusing, calls))
+    started = time.monotonic()
+    with pytest.raises(PoolDown, match="vm.max_map_count") as refused:
+        await asyncio.wait_for(pool.acquire(0.35), 2)
+    assert time.monotonic() - started >= 0.3 and "within 0.3" in str(refused.value)  # after the wait, not at once
+    assert len(calls) <= 0.35 / maps.RECLAIM_INTERVAL_S + 2  # one retry per reclaim interval at most
+    with pytest.raises(PoolDown, match="vm.max_map_count"):  # a nested call (guest thread) alike
+        await asyncio.to_thread(pool.acquire_blocking, 0.2)
+    job = pool.submit(lambda vm: None, 0.2)  # type: ignore[arg-type,return-value]
+    with pytest.raises(PoolDown, match="vm.max_map_count"):  # and a request queued for a guest thread
+        await asyncio.wait_for(job, 2)
+    assert pool.down_reason is None and pool.stats()["waiting"] == 0
+    await asyncio.sleep(maps.RECLAIM_INTERVAL_S * 3)
+    settled = len(calls)
+    await asyncio.sleep(maps.RECLAIM_INTERVAL_S * 3)
+    assert len(calls) == settled  # nobody waits: no more retries
     refusing[0] = False
     vm = await asyncio.wait_for(pool.acquire(5), 2)  # the next request tries again, and gets one
     pool.release(vm)

@@ -24,6 +24,7 @@ from host.components.errors import ComponentError, EtagMismatch
 from host.components.state._checks import check_key, checked, expected_version, mismatch, raise_collected
 from host.components.state.base import BulkValue, DeleteItem, Operation, StateConfig, StateItem, StateValue
 from host.lazy import lazy_module
+from host.loop_budget import refuse_inline
 
 if TYPE_CHECKING:
     import psycopg
@@ -194,6 +195,7 @@ class Backend:
     def _run(self, work: Callable[[psycopg.Connection[Any]], T], timeout_s: float | None = None) -> T:
         """`work` on a pooled connection, every failure a ComponentError. A connection the server
         dropped (a restart) fails once; the idle ones are then checked and the work tried again."""
+        refuse_inline(self.where)  # psycopg's waits cannot be bounded per call
         try:
             return self._attempt(work, timeout_s)
         except _Dropped:
