@@ -115,25 +115,38 @@ class Subscriber:
                 log.warning("closing subscription %s/%s: %s", self.spec.pubsub, self.spec.topic, error)
 
     def _deliver_batch(self, subscription: Subscription, messages: list[Message]) -> None:
+        """Deliver the batch concurrently; acknowledge what succeeded in one call once all are done
+        (one round trip for the batch), and settle each failure on its own."""
         assert self._loop is not None
         futures = [asyncio.run_coroutine_threadsafe(self._timed(message), self._loop) for message in messages]
+        delivered: list[Message] = []
         for message, future in zip(messages, futures, strict=True):
             try:
                 status, reason = future.result()
             except (concurrent.futures.CancelledError, RuntimeError) as error:  # the loop is shutting down
                 status, reason = 503, f"not delivered: {error!r}"
+            if 200 <= status < 300:
+                delivered.append(message)
+                continue
             try:
                 self._settle(subscription, message, status, reason)
             except ComponentError as error:  # unacked: the backend redelivers it
                 log.warning("subscription %s/%s: settling message %s failed: %s", self.spec.pubsub, self.spec.topic,
                             message.id, error)
+        if not delivered:
+            return
+        try:
+            subscription.ack_many(delivered)
+        except ComponentError as error:  # unacked: the backend redelivers them
+            log.warning("subscription %s/%s: acknowledging %d message(s) failed: %s", self.spec.pubsub,
+                        self.spec.topic, len(delivered), error)
+            return
+        for _ in delivered:
+            self.stats.count("delivered")
 
     def _settle(self, subscription: Subscription, message: Message, status: int, reason: str) -> None:
+        """A message that was not delivered: redelivered later, or given up (dead-lettered)."""
         spec = self.spec
-        if 200 <= status < 300:
-            subscription.ack(message)
-            self.stats.count("delivered")
-            return
         if status != _NOT_A_CLOUDEVENT and message.attempt < spec.max_attempts:
             delay_s = min(spec.backoff_ms * 2 ** (message.attempt - 1), spec.max_backoff_ms) / 1000
             subscription.nack(message, delay_s)

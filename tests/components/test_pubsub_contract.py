@@ -216,6 +216,25 @@ def test_unacked_message_goes_to_another_consumer_after_processing_timeout(harne
     assert_nothing_more(heir)
 
 
+def test_ack_many_acknowledges_exactly_those_messages(harness: Harness) -> None:
+    backend = harness.make()
+    quitter = backend.subscribe("batch", "g", "quitter")
+    for index in range(4):
+        backend.publish("batch", f"m{index}".encode())
+    taken = fetch_until(quitter, 4)
+    quitter.ack_many([taken[0], taken[2], taken[3]])  # one call for the batch (one XACK on Redis)
+    quitter.ack_many([])
+    taken_at = time.monotonic()
+    quitter.close()
+    # Only the message left out is redelivered (to the next consumer, after the processing timeout).
+    heir = backend.subscribe("batch", "g", "heir")
+    [again] = fetch_until(heir, 1)
+    assert time.monotonic() - taken_at >= PROCESSING_TIMEOUT_S - SLACK_S
+    assert (again.id, again.data, again.attempt) == (taken[1].id, b"m1", 2)
+    heir.ack(again)
+    assert_nothing_more(heir)
+
+
 def test_order_within_a_topic(harness: Harness) -> None:
     backend = harness.make()
     subscription = backend.subscribe("ordered", "g", "c1")

@@ -10,7 +10,7 @@ caller decides how many messages are in flight and on which threads they run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +40,9 @@ class Subscription(Protocol):
 
     def ack(self, message: Message) -> None:
         """Done with `message`: it is never delivered to this group again."""
+
+    def ack_many(self, messages: Sequence[Message]) -> None:
+        """`ack` for each of `messages`, in as few round trips as the backend allows."""
 
     def nack(self, message: Message, delay_s: float) -> None:
         """Deliver `message` again (to a consumer of this group) no sooner than `delay_s`."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -183,6 +183,10 @@ class _Subscription:
         with backend._changed:
             if not backend._closed:
                 backend._pending(self.topic, self.group).pop(seq, None)  # acking twice is harmless
+
+    def ack_many(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            self.ack(message)
 
     def nack(self, message: Message, delay_s: float) -> None:
         seq = self._seq(message)

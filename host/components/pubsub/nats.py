@@ -23,7 +23,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import Field
@@ -425,6 +425,18 @@ class _Subscription:
             await self._backend._flush()  # the ack has reached the server when we return
 
         self._backend._call(ack(), f"ack {message.id} on {self.stream!r}")
+
+    def ack_many(self, messages: Sequence[Message]) -> None:
+        held = [msg for msg in (self._held(message) for message in messages) if msg is not None]
+        if not held:
+            return
+
+        async def ack_all() -> None:
+            for msg in held:
+                await msg.ack()
+            await self._backend._flush()  # one flush for the batch
+
+        self._backend._call(ack_all(), f"ack {len(held)} message(s) on {self.stream!r}")
 
     def nack(self, message: Message, delay_s: float) -> None:
         msg = self._held(message)
