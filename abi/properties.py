@@ -27,8 +27,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import struct_pb2
-
 from abi.maps import encode_map
 
 if TYPE_CHECKING:
@@ -142,6 +140,8 @@ def _length_delimited(number: int, payload: bytes) -> bytes:
 
 
 def _struct_wire(value: Mapping[str, Any]) -> bytes:
+    from google.protobuf import struct_pb2  # on first use: protobuf is not needed to import the ABI
+
     message = struct_pb2.Struct()
     message.update(value)
     return message.SerializeToString(deterministic=True)

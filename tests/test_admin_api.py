@@ -81,3 +81,30 @@ async def test_an_updated_pool_size_survives_a_reload_of_the_file(serve, tmp_pat
     assert app.router.pick("hello").pool.size == (os.cpu_count() or 1)
     await app.deployments.deploy(folder / "hello.wasm")
     assert app.router.pick("hello").pool.size == (os.cpu_count() or 1)
+
+
+async def test_the_admin_router_answers_as_aiohttp_did(serve, tmp_path: Path) -> None:
+    """The admin listener runs on host/http/protocol.py (issue 16): unknown paths 404, a known path with
+    another method 405 naming the allowed ones, HEAD wherever GET is, ids percent-decoded, and a
+    module over server.max_body_bytes refused before it is read."""
+    client = await serve(make_config(tmp_path, functions_dir(tmp_path, EXAMPLES / "hello.wasm"),
+                                     server={"admin_token": "s3cret", "max_body_bytes": 4096}))
+    auth = {"Authorization": "Bearer s3cret"}
+    session, admin = client.session, client.admin
+    async with session.get(admin + "/nowhere", headers=auth) as response:
+        assert (response.status, await response.text()) == (404, "404: Not Found")
+    async with session.post(admin + "/functions/hello", headers=auth) as response:
+        assert response.status == 405 and response.headers["Allow"] == "DELETE,GET,HEAD,PUT"
+    async with session.head(admin + "/actuator/health/readiness") as response:  # no token needed
+        assert response.status == 200 and response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert await response.read() == b""
+    async with session.get(admin + "/functions/hello", headers=auth) as response:
+        body = await response.json()
+        assert response.status == 200 and body["id"] == "hello" and body["versions"]
+    async with session.get(admin + "/functions/he%2Fllo?x=1", headers=auth) as response:
+        assert response.status == 404 and (await response.json())["function"] == "he/llo"
+    async with session.get(admin + "/functions/hello") as response:
+        assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+    async with session.put(admin + "/functions/big", data=b"\0asm" + b"\0" * 8192, headers=auth) as response:
+        assert response.status == 413
+    assert not (tmp_path / "functions" / "big.wasm").exists()

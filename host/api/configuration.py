@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from host.api._components import CONFIGURATION, mapped, named, no_metadata
 from host.api.errors import invalid
@@ -23,7 +23,12 @@ from host.api.observed import component_call, first_argument
 from host.components.catalog import Components
 from host.components.configuration import ConfigItem, ConfigWatch
 from host.components.configuration._identity import normalize
-from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+else:  # protobuf and the generated messages (~10-20 ms to import) at the first runtime API call (issue 16)
+    pb = lazy_module("host.grpc.proto.spec.proto.runtime.v1.runtime_pb2")
 
 OnChange = Callable[[list[ConfigItem]], None]
 

@@ -15,18 +15,26 @@ component "" with outcome unknown_component).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
-
-from google.protobuf.message import DecodeError, Message
+from typing import TYPE_CHECKING, Any
 
 from abi.services import BadRequest, Conflict, ServiceError, UnknownName
 from host.api import RuntimeApi
 from host.api.errors import ApiError, Code
 from host.components.catalog import Components
-from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from google.protobuf import message as protobuf_message
+    from google.protobuf.message import Message
+
+    from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+else:  # protobuf and the generated messages (~10-20 ms to import) at the first runtime API call (issue 16)
+    pb = lazy_module("host.grpc.proto.spec.proto.runtime.v1.runtime_pb2")
+    protobuf_message = lazy_module("google.protobuf.message")
 
 Permitted = Callable[[str, str], bool]  # (allow-list setting, name) -> allowed
 
@@ -40,7 +48,9 @@ class _Method:
     call: Callable[[RuntimeApi, Any], Message | None]
 
 
-def _methods() -> dict[str, _Method]:
+@functools.cache
+def methods() -> dict[str, _Method]:
+    """The runtime API a function may call, by method name (built at the first call)."""
     store: Callable[[Any], str] = lambda request: request.store_name  # noqa: E731 - a table of one-liners
     state, config = "allowed_state_stores", "allowed_configuration_stores"
     return {
@@ -70,8 +80,6 @@ def _methods() -> dict[str, _Method]:
     }
 
 
-METHODS = _methods()
-
 
 def service_error(error: ApiError) -> ServiceError:
     if error.code in (Code.NOT_FOUND, Code.FAILED_PRECONDITION):
@@ -89,13 +97,14 @@ class ForeignRuntimeApi:
         self.components = components
 
     def call(self, method: str, request: bytes, permitted: Permitted | None = None) -> bytes:
-        spec = METHODS.get(method)
+        known = methods()
+        spec = known.get(method)
         if spec is None:
             raise UnknownName(f"the runtime API has no method {method!r} for functions "
-                              f"(known: {', '.join(sorted(METHODS))})")
+                              f"(known: {', '.join(sorted(known))})")
         try:
             message = spec.request.FromString(request)
-        except DecodeError as error:
+        except protobuf_message.DecodeError as error:
             raise BadRequest(f"runtime.v1.{method}: the request is not a serialized "
                              f"{spec.request.DESCRIPTOR.full_name}: {error}") from None
         target = spec.target(message)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from http import HTTPStatus
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 from abi import HttpRequest, HttpResponse
 from abi.maps import first_value
@@ -32,9 +33,14 @@ from host.functions.dispatch import (
     GuestFailed,
     RequestTimedOut,
 )
-from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+from host.lazy import lazy_module
 from host.metrics import NO_OBSERVER, CallObserver
 from host.tracing.current import child_headers
+
+if TYPE_CHECKING:
+    from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+else:  # protobuf and the generated messages (~10-20 ms to import) at the first runtime API call (issue 16)
+    pb = lazy_module("host.grpc.proto.spec.proto.runtime.v1.runtime_pb2")
 
 # Dapr's pkg/messaging/v1 CodeFromHTTPStatus (2xx is OK; anything not listed is Unknown).
 _FROM_HTTP = {408: Code.CANCELLED, 500: Code.UNKNOWN, 400: Code.INTERNAL, 504: Code.DEADLINE_EXCEEDED,

@@ -6,15 +6,25 @@ Internal. Calls block: run them off the loop.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 from host.api._components import LOCK, mapped, named
 from host.api.observed import component_call
 from host.components.catalog import Components
 from host.components.lock.base import check_lock_request
-from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+from host.lazy import lazy_module
 
-_STATUSES = frozenset(pb.UnlockResponse.Status.values())
+if TYPE_CHECKING:
+    from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+else:  # protobuf and the generated messages (~10-20 ms to import) at the first runtime API call (issue 16)
+    pb = lazy_module("host.grpc.proto.spec.proto.runtime.v1.runtime_pb2")
+
+
+@functools.cache
+def _statuses() -> frozenset[int]:
+    """UnlockResponse.Status values (read once the messages are imported)."""
+    return frozenset(pb.UnlockResponse.Status.values())
 
 
 class LockApi:
@@ -38,6 +48,6 @@ class LockApi:
         with mapped(f"unlocking {request.resource_id!r} in lock store {request.store_name!r}", "ERR_UNLOCK"):
             check_lock_request(request.resource_id, request.lock_owner)
             status = int(store.unlock(request.resource_id, request.lock_owner))
-        if status not in _STATUSES:
+        if status not in _statuses():
             status = pb.UnlockResponse.INTERNAL_ERROR
         return pb.UnlockResponse(status=status)  # type: ignore[arg-type]  # checked against the enum above

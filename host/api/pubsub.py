@@ -10,7 +10,7 @@ Streaming subscriptions are `streams` (host/api/topics.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from host.api._components import PUBSUB, mapped, named, no_metadata
 from host.api.errors import ApiError, Code, invalid
@@ -18,8 +18,13 @@ from host.api.observed import component_call, first_argument
 from host.api.topics import TopicStreams
 from host.components.catalog import Components
 from host.components.pubsub.cloudevents import envelope
-from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+from host.lazy import lazy_module
 from host.tracing.current import end_call, event_context
+
+if TYPE_CHECKING:
+    from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+else:  # protobuf and the generated messages (~10-20 ms to import) at the first runtime API call (issue 16)
+    pb = lazy_module("host.grpc.proto.spec.proto.runtime.v1.runtime_pb2")
 
 RAW_PAYLOAD = "rawPayload"
 

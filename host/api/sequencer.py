@@ -8,13 +8,19 @@ block: run them off the loop.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from host.api._components import SEQUENCER, mapped, named, no_metadata
 from host.api.errors import invalid
 from host.api.observed import component_call
 from host.components.catalog import Components
 from host.components.sequencer import Sequencer, WeakIds
-from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+else:  # protobuf and the generated messages (~10-20 ms to import) at the first runtime API call (issue 16)
+    pb = lazy_module("host.grpc.proto.spec.proto.runtime.v1.runtime_pb2")
 
 
 class SequencerApi:

@@ -11,23 +11,35 @@ them off the event loop (`RuntimeApi.run`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from host.api._components import STATE, mapped, named, no_metadata
 from host.api.errors import ApiError, Code, invalid
 from host.api.observed import component_call
 from host.components.catalog import Components
 from host.components.state import Concurrency, Delete, DeleteItem, Operation, StateItem, Upsert
-from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+from host.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
+else:  # protobuf and the generated messages (~10-20 ms to import) at the first runtime API call (issue 16)
+    pb = lazy_module("host.grpc.proto.spec.proto.runtime.v1.runtime_pb2")
 
 TTL = "ttlInSeconds"
-_CONCURRENCY: dict[int, Concurrency | None] = {
-    pb.StateOptions.CONCURRENCY_UNSPECIFIED: None,
-    pb.StateOptions.CONCURRENCY_FIRST_WRITE: "first-write",
-    pb.StateOptions.CONCURRENCY_LAST_WRITE: "last-write",
-}
-_CONSISTENCIES = frozenset(pb.StateOptions.StateConsistency.values())
+
+
+@functools.cache
+def _concurrencies() -> dict[int, Concurrency | None]:
+    """StateOptions.StateConcurrency values as the stores' words (read once the messages are imported)."""
+    return {pb.StateOptions.CONCURRENCY_UNSPECIFIED: None, pb.StateOptions.CONCURRENCY_FIRST_WRITE: "first-write",
+            pb.StateOptions.CONCURRENCY_LAST_WRITE: "last-write"}
+
+
+@functools.cache
+def _consistencies() -> frozenset[int]:
+    return frozenset(pb.StateOptions.StateConsistency.values())
 
 
 def _ttl(metadata: Mapping[str, str], where: str) -> int | None:
@@ -41,15 +53,16 @@ def _ttl(metadata: Mapping[str, str], where: str) -> int | None:
 
 
 def _check_consistency(value: int, where: str) -> None:
-    if value not in _CONSISTENCIES:
+    if value not in _consistencies():
         raise invalid(f"{where}.consistency {value} is not a StateConsistency value")
 
 
 def _concurrency(options: pb.StateOptions, where: str) -> Concurrency | None:
-    if options.concurrency not in _CONCURRENCY:
+    concurrencies = _concurrencies()
+    if options.concurrency not in concurrencies:
         raise invalid(f"{where}.options.concurrency {options.concurrency} is not a StateConcurrency value")
     _check_consistency(options.consistency, f"{where}.options")
-    return _CONCURRENCY[options.concurrency]
+    return concurrencies[options.concurrency]
 
 
 def _etag(item: pb.StateItem) -> str | None:

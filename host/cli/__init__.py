@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -33,7 +34,9 @@ exit codes: 0 ok, 1 failed, 2 usage, 3 host unreachable, 4 no such function, 5 t
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(developer_verbs: bool = True) -> argparse.ArgumentParser:
+    """`developer_verbs=False`: only `serve` and `inspect` (what `serve ...` needs; the verbs' modules
+    cost ~4-5 ms to import, at every start of the host)."""
     parser = argparse.ArgumentParser(prog="python -m host", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -61,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the module's proxy-wasm ABI version, its imports (and whether this host provides "
                     "each), its exports, and a verdict. Exits 1 when the module will not run here.")
     inspect.add_argument("module", type=Path, metavar="FILE.wasm", help="a .wasm (or .wat) module")
-    _add_developer_verbs(commands)
+    if developer_verbs:
+        _add_developer_verbs(commands)
     return parser
 
 
@@ -117,7 +121,7 @@ def _configure_logging(config: HostConfig, worker: int | None = None) -> None:
     configure_logging(config.server.log_level, config.server.log_format, worker=worker)
 
 
-def _run_worker(args: argparse.Namespace) -> int:
+def _run_worker(args: argparse.Namespace, collector_paused: bool) -> int:
     """One of the supervisor's workers: the configuration comes from the cluster folder."""
     from host.process.cluster import WorkerRole
     from host.process.serve import run
@@ -132,7 +136,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         return 2
     _configure_logging(config, role.index)
     try:
-        run(config, role)
+        run(config, role, collector_paused=collector_paused)
     except Exception:  # noqa: BLE001 - reported on stderr; the supervisor sees the exit code
         logging.getLogger("host.worker").exception("worker %d failed", role.index)
         return 1
@@ -142,8 +146,14 @@ def _run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, collector_paused: bool = False) -> int:
+    """`collector_paused`: `python -m host` paused the cyclic collector for its imports; it runs again
+    from here (`serve`: once the host's modules are imported)."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # `serve ...` is parsed by the serve subcommand alone: the developer verbs are not needed for it.
+    args = build_parser(developer_verbs=arguments[:1] != ["serve"]).parse_args(arguments)
+    if collector_paused and args.command != "serve":
+        gc.enable()
     handler = getattr(args, "handler", None)
     if handler is not None:  # a developer verb
         result: int = handler(args)
@@ -151,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "inspect":
         return _inspect(args.module)
     if args.cluster_dir is not None or args.worker_index is not None:
-        return _run_worker(args)
+        return _run_worker(args, collector_paused)
     try:
         config = _load(args)
     except ConfigError as error:
@@ -160,10 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.server.workers > 1:
         from host.process.supervisor import Supervisor
 
+        if collector_paused:
+            gc.enable()
         _configure_logging(config)
         return Supervisor(config).run()
     _configure_logging(config)
     from host.process.serve import run
 
-    run(config)
+    run(config, collector_paused=collector_paused)
     return 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-from abi import HttpRequest
+from abi import HttpRequest, HttpResponse
 from host.components.errors import ComponentError, InvalidRequest
 from host.components.pubsub import Message, PubSub, Subscription
 from host.components.pubsub.cloudevents import parse
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 FETCH_WAIT_S = 0.5  # how long one fetch blocks: also how quickly a consumer notices it must stop
 RETRY_BROKEN_BACKEND_S = 1.0
 _NOT_A_CLOUDEVENT = 0  # "status" of a message that can never be delivered
+# A batch goes one message after another in the consumer thread only while deliveries take about
+# this long at most (a moving average of their wall time): a function that waits (on an upstream, a
+# slow store) gets its messages concurrently, whatever its CPU time.
+SERIAL_DELIVERY_MAX_S = 0.001
+_AVERAGE_WEIGHT = 0.1
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Subscriber:
         self.consumer = f"{app_id}-{socket.gethostname()}-{os.getpid()}-{index}"
         self.stats = SubscriptionStats()
         self._stop = threading.Event()
+        self._recent_s = float("inf")  # moving average of a delivery's wall time (unknown at first)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -115,16 +121,22 @@ class Subscriber:
                 log.warning("closing subscription %s/%s: %s", self.spec.pubsub, self.spec.topic, error)
 
     def _deliver_batch(self, subscription: Subscription, messages: list[Message]) -> None:
-        """Deliver the batch concurrently; acknowledge what succeeded in one call once all are done
-        (one round trip for the batch), and settle each failure on its own."""
-        assert self._loop is not None
-        futures = [asyncio.run_coroutine_threadsafe(self._timed(message), self._loop) for message in messages]
+        """Deliver the batch; acknowledge what succeeded in one call once all are done (one round
+        trip for the batch), and settle each failure on its own.
+
+        A function whose requests cost microseconds of CPU (its policy's `cheap`) and whose
+        deliveries are quick (SERIAL_DELIVERY_MAX_S) gets the batch one message after another in
+        this thread, as a nested call does: handing each to the event loop and on to a guest thread
+        would cost more than running it. Any other function gets the batch concurrently, on its
+        instances, through the event loop."""
+        if self._runs_here():
+            outcomes = [self._deliver_here(message) for message in messages]
+        else:
+            assert self._loop is not None
+            futures = [asyncio.run_coroutine_threadsafe(self._timed(message), self._loop) for message in messages]
+            outcomes = [_result(future) for future in futures]
         delivered: list[Message] = []
-        for message, future in zip(messages, futures, strict=True):
-            try:
-                status, reason = future.result()
-            except (concurrent.futures.CancelledError, RuntimeError) as error:  # the loop is shutting down
-                status, reason = 503, f"not delivered: {error!r}"
+        for message, (status, reason) in zip(messages, outcomes, strict=True):
             if 200 <= status < 300:
                 delivered.append(message)
                 continue
@@ -163,6 +175,46 @@ class Subscriber:
         log.warning("event %s to %s given up after %d attempt(s): %s%s", message.id, spec.function, message.attempt,
                     reason, f"; parked in {spec.dead_letter_topic!r}" if spec.dead_letter_topic else "; dropped")
 
+    def _runs_here(self) -> bool:
+        if self._recent_s > SERIAL_DELIVERY_MAX_S:
+            return False
+        version = self.dispatcher.router.pick(self.spec.function)
+        return version is not None and version.policy.cheap and not version.filter_pools
+
+    def _took(self, seconds: float) -> None:
+        """One delivery's wall time: into the metrics and the moving average."""
+        self.stats.latency.time(seconds)
+        recent = self._recent_s
+        self._recent_s = seconds if recent == float("inf") else recent + _AVERAGE_WEIGHT * (seconds - recent)
+
+    def _deliver_here(self, message: Message) -> tuple[int, str]:
+        """`_deliver` in this thread (the function runs here, as a nested call would), timed."""
+        started = perf_counter()
+        try:
+            request = self._request(message)
+            if not isinstance(request, HttpRequest):
+                return request
+            try:
+                return _outcome(self.dispatcher.call_blocking(self.spec.function, request))
+            except DispatchError as error:
+                return error.status, str(error)
+            except Exception as error:  # noqa: BLE001 - a host bug must not stop the consumer
+                log.exception("delivering event %s to %s", message.id, self.spec.function)
+                return 500, f"host error: {error!r}"
+        finally:
+            self._took(perf_counter() - started)
+
+    def _request(self, message: Message) -> HttpRequest | tuple[int, str]:
+        """The function's request for `message` (CloudEvents binary binding), or the outcome of a
+        message that is not a CloudEvent."""
+        try:
+            event = parse(message.data)
+        except InvalidRequest as error:
+            return _NOT_A_CLOUDEVENT, f"not a CloudEvent: {error}"
+        # The event's trace extension becomes the delivery's traceparent: the publisher's span is its parent.
+        return HttpRequest.build("POST", f"/{self.spec.topic}", [*event.binary_headers(),
+                                 *event_headers(event.extensions)], event.data, authority="events")
+
     # -- on the event loop -----------------------------------------------------------------------------
     async def _timed(self, message: Message) -> tuple[int, str]:
         """`_deliver`, its time in the delivery metrics (host/metrics/events.py)."""
@@ -170,16 +222,12 @@ class Subscriber:
         try:
             return await self._deliver(message)
         finally:
-            self.stats.latency.time(perf_counter() - started)
+            self._took(perf_counter() - started)
 
     async def _deliver(self, message: Message) -> tuple[int, str]:
-        try:
-            event = parse(message.data)
-        except InvalidRequest as error:
-            return _NOT_A_CLOUDEVENT, f"not a CloudEvent: {error}"
-        # The event's trace extension becomes the delivery's traceparent: the publisher's span is its parent.
-        request = HttpRequest.build("POST", f"/{self.spec.topic}", [*event.binary_headers(),
-                                    *event_headers(event.extensions)], event.data, authority="events")
+        request = self._request(message)
+        if not isinstance(request, HttpRequest):
+            return request
         try:
             version = self.dispatcher.find(self.spec.function)
             response = await self.dispatcher.call(version, request)
@@ -188,8 +236,19 @@ class Subscriber:
         except Exception as error:  # noqa: BLE001 - a host bug must not stop the consumer
             log.exception("delivering event %s to %s", message.id, self.spec.function)
             return 500, f"host error: {error!r}"
-        body = response.body[:200].decode("utf-8", "replace").strip()
-        return response.status, f"function answered HTTP {response.status}" + (f": {body}" if body else "")
+        return _outcome(response)
+
+
+def _result(future: concurrent.futures.Future[tuple[int, str]]) -> tuple[int, str]:
+    try:
+        return future.result()
+    except (concurrent.futures.CancelledError, RuntimeError) as error:  # the loop is shutting down
+        return 503, f"not delivered: {error!r}"
+
+
+def _outcome(response: HttpResponse) -> tuple[int, str]:
+    body = response.body[:200].decode("utf-8", "replace").strip()
+    return response.status, f"function answered HTTP {response.status}" + (f": {body}" if body else "")
 
 
 def _dead_letter(message: Message, reason: str) -> bytes:

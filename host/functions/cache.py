@@ -14,16 +14,22 @@ import weakref
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import wasmtime
-import wasmtime.component as wc
 
 from abi.engine import WasmEngine
+
+if TYPE_CHECKING:
+    import wasmtime.component as wc
+
+    _Artifact = wasmtime.Module | wc.Component
+else:
+    _Artifact = object  # wasmtime.component is imported when a component is first loaded
 
 log = logging.getLogger(__name__)
 
 MEMORY_ENTRIES = 64  # compiled modules kept in memory beyond those in use
-_Artifact = wasmtime.Module | wc.Component
 
 
 def default_cache_dir() -> Path:
@@ -68,6 +74,8 @@ class ModuleCache:
 
     def load_component(self, wasm: bytes) -> wc.Component:
         """Raises wasmtime.WasmtimeError when the bytes are not a valid component."""
+        import wasmtime.component as wc  # only with a component deployed (start-up time)
+
         engine = self.engine.engine
         component = self._load(wasm, ".component.cwasm", lambda raw: wc.Component(engine, raw),
                                lambda path: wc.Component.deserialize_file(engine, path))

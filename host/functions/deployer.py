@@ -8,6 +8,7 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import wasmtime
 
@@ -15,12 +16,15 @@ from abi import HostServices, ProxyWasmVM, StartupError
 from abi.engine import GuestTrap, HostLinker, ResourceLimitError, WasmEngine
 from abi.paused import PausedStreams
 from host.functions.cache import ModuleCache
-from host.functions.components import ComponentDeployer, ComponentInstance, is_component
+from host.functions.components.detect import is_component
 from host.functions.errors import DeployError
 from host.functions.policy import ExecutionPolicy
 from host.functions.pool import BackgroundRunner, InstancePool, reclaim_idle_instances
 from host.functions.spec import FunctionSpec
 from host.functions.version import FunctionVersion
+
+if TYPE_CHECKING:
+    from host.functions.components import ComponentDeployer, ComponentInstance
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +66,17 @@ class Deployer:
         # Near the memory-map limit, idle instances above their minimum go before anything is refused
         # (issue 16): functions scaled to zero hold only their module.
         engine.maps.reclaim = reclaim_idle_instances
-        # WebAssembly components of the function world (host/functions/components).
-        self.components = ComponentDeployer(engine, cache, services, pool_jobs)
+        self._components: ComponentDeployer | None = None
+
+    @property
+    def components(self) -> ComponentDeployer:
+        """WebAssembly components of the function world (host/functions/components), set up when
+        the first one is deployed (wasmtime's component support is not imported before)."""
+        if self._components is None:
+            from host.functions.components import ComponentDeployer
+
+            self._components = ComponentDeployer(self.engine, self.cache, self.services, self.pool_jobs)
+        return self._components
 
     def read_module(self, spec: FunctionSpec) -> bytes:
         try:

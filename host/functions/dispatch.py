@@ -23,14 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from time import perf_counter
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from abi import GuestTrap, HttpRequest, HttpResponse
 from abi.chain import run_chain, run_one
 from abi.vm import ProxyWasmVM
-from host.functions.components import ComponentInstance
 from host.functions.pool import InstancePool, PoolClosed, PoolDown, PoolTimeout, PoolWouldDeadlock
 from host.functions.router import Router
 from host.functions.threads import GuestThreads
@@ -39,6 +38,9 @@ from host.logs import REQUEST_SCOPE, next_request_number  # issue 14: log lines 
 from host.loop_budget import BUDGET, InlineBusy, LoopBudgetExceeded  # issue 16: blocking reads inline
 from host.metrics import RequestMetrics  # issue 14: per-function request metrics
 from host.tracing import spans as tracing  # issue 14: server spans, only while exporting
+
+if TYPE_CHECKING:
+    from host.functions.components import ComponentInstance
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +141,9 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
 
     A trapped or interrupted instance is marked broken, so its release replaces it."""
     chain = [*filters, vm] if filters else None
-    # A component function (host/functions/components) has no filters and always releases the GIL.
-    component = vm if type(vm) is ComponentInstance else None
+    # A component function (host/functions/components: a ComponentInstance, not a module's VM) has
+    # no filters and always releases the GIL.
+    component: ComponentInstance | None = vm if type(vm) is not ProxyWasmVM else None  # type: ignore[assignment]
     policy = version.policy
     if component is None:
         hold_gil = inline or policy.cheap

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-from aiohttp import web
-
 
 def error_body(message: str, function: str | None = None) -> bytes:
     """`{"error": message, "function": function}` (no "function" when there is none)."""
@@ -13,10 +11,3 @@ def error_body(message: str, function: str | None = None) -> bytes:
     if function is not None:
         payload["function"] = function
     return json.dumps(payload).encode()
-
-
-def json_error(status: int, message: str, *, function: str | None = None,
-               headers: dict[str, str] | None = None) -> web.Response:
-    """The same answer as an aiohttp response (the admin listener)."""
-    return web.Response(status=status, body=error_body(message, function), content_type="application/json",
-                        headers=headers)

@@ -2,7 +2,8 @@
 
 Why not aiohttp's server here: its per-request machinery (request and response objects, a task per
 request, header multidicts, the stream writer) costs several times what the host itself spends on
-a cheap function (bench/results). The admin listener stays on aiohttp.
+a cheap function (bench/results). The admin listener and the Dapr HTTP API run on it too
+(host/http/router.py): the host's own listeners do not import aiohttp (issue 16: start-up time).
 
 What it does: keep-alive (HTTP/1.0's too, RFC 9112 9.3) and pipelining (answers in order, one
 request per connection at a time; a malformed request after valid ones is answered 400 after them),

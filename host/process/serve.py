@@ -19,6 +19,7 @@ A tokenless admin listener on a non-loopback address refuses to start (host/proc
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -28,25 +29,24 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from abi.imports import logging_time
 from host.api.delivery import AppChannel, AppDelivery
 from host.app import App, Status
 from host.config import HostConfig, split_address
 from host.functions.sources import watched_folders
-from host.functions.watcher import FunctionWatcher
 from host.http.admin.app import create_admin_app
 from host.http.admin.layotto import LayottoAdmin
 from host.http.admin.peers import Peers
-from host.http.dapr import create_dapr_app
-from host.http.dapr.app_channel import HttpAppChannel
 from host.http.functions import create_function_server
 from host.http.protocol import HttpServer
+from host.http.router import RoutedListener
 from host.process.cluster import SERVING, STARTING, WorkerRole
 from host.process.safety import StartupRefused, check_admin_exposure
 
-if TYPE_CHECKING:  # grpc (~20-40 ms to import) only for a configuration with a gRPC listener or app callback
+if TYPE_CHECKING:
+    # Imported when configured (issue 16): grpc (~20-40 ms) for a gRPC listener or app callback;
+    # watchdog (~6 ms) for the functions watcher (server.watch).
+    from host.functions.watcher import FunctionWatcher
     from host.grpc.server import GrpcServer
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,13 @@ log = logging.getLogger(__name__)
 # A worker whose supervisor vanished (SIGKILL) shuts itself down; each check also beats the worker's
 # heartbeat, which the supervisor reads (server.worker_heartbeat_timeout_ms).
 SUPERVISOR_CHECK_S = 0.5
-ADMIN_SHUTDOWN_S = 1.0  # an admin request still running when the host has stopped is cut after this
 
 
 # --- runtime API listeners (host/grpc, host/http/dapr): started after the function listener, stopped first ---
 @dataclass
 class ApiListeners:
     grpc: GrpcServer | None = None
-    dapr_http: web.AppRunner | None = None
+    dapr_http: RoutedListener | None = None
     grpc_port: int = 0  # 0: not listening
     dapr_http_port: int = 0
     deliveries: list[AppDelivery] = field(default_factory=list)  # events to the application
@@ -76,10 +75,13 @@ class ApiListeners:
             self.grpc_port = await self.grpc.start(server.grpc)
             log.info("runtime gRPC API (Layotto Runtime, Dapr) listening on %s (port %d)", server.grpc, self.grpc_port)
         if server.dapr_http:
-            dapr = create_dapr_app(app.api, ready=lambda: app.status == Status.UP, api_token=server.api_token,
-                                   max_body_bytes=server.api_max_message_bytes)
-            self.dapr_http, self.dapr_http_port = await _serve(dapr, server.dapr_http, server.shutdown_grace_ms / 1000,
-                                                               reuse_port=role is not None)
+            from host.http.dapr import create_dapr_app
+
+            self.dapr_http = create_dapr_app(app.api, ready=lambda: app.status == Status.UP,
+                                             api_token=server.api_token, max_body_bytes=server.api_max_message_bytes,
+                                             grace_s=server.shutdown_grace_ms / 1000)
+            self.dapr_http_port = await self.dapr_http.start(*split_address(server.dapr_http),
+                                                             reuse_port=role is not None)
             log.info("Dapr HTTP API listening on %s (port %d)", server.dapr_http, self.dapr_http_port)
         channels: list[AppChannel] = []
         if server.app_callback:
@@ -87,6 +89,8 @@ class ApiListeners:
 
             channels.append(GrpcAppChannel(server.app_callback, server.app_callback_protocol))
         if server.app_http:
+            from host.http.dapr.app_channel import HttpAppChannel
+
             channels.append(HttpAppChannel(server.app_http))
         for channel in channels:
             delivery = AppDelivery(app.api, channel)
@@ -106,8 +110,8 @@ class ApiListeners:
             await grpc.stop(grace_s)
             log.info("shutdown: runtime gRPC API stopped")
 
-        async def stop_dapr_http(runner: web.AppRunner) -> None:
-            await runner.cleanup()
+        async def stop_dapr_http(listener: RoutedListener) -> None:
+            await listener.close(grace_s)
             log.info("shutdown: Dapr HTTP API stopped")
 
         await asyncio.gather(*([stop_grpc(self.grpc)] if self.grpc else []),
@@ -120,7 +124,7 @@ class ApiListeners:
 @dataclass
 class RunningServer:
     app: App
-    runners: list[web.BaseRunner]  # admin runner(s)
+    admins: list[RoutedListener]  # admin listener(s)
     listener: HttpServer
     listen_port: int
     admin_port: int
@@ -163,27 +167,17 @@ class RunningServer:
             log.info("shutdown: in-flight requests finished (%.2fs)", drained)
 
         await self.app.stop()  # pools closed (root contexts retired), components closed
-        for runner in reversed(self.runners):
-            await runner.cleanup()
+        for admin in reversed(self.admins):
+            await admin.close()
         log.info("shutdown: complete in %.2fs", time.monotonic() - started)
 
 
-async def _serve(app: web.Application, address: str, shutdown_timeout: float = ADMIN_SHUTDOWN_S, *,
-                 reuse_port: bool = False) -> tuple[web.AppRunner, int]:
-    """Serve `app` on `address`; `reuse_port` only to share a port the supervisor reserved."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
-    await runner.setup()
-    host, port = split_address(address)
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    server = site._server  # the bound socket tells the real port when 0 was asked for
-    sockets = getattr(server, "sockets", None)
-    bound = sockets[0].getsockname()[1] if sockets else port
-    return runner, bound
+async def _serve_admin(admin: RoutedListener, address: str, started: list[RoutedListener], *,
+                       reuse_port: bool = False) -> int:
+    """Bind an admin listener (kept in `started` once it listens); the bound port."""
+    port = await admin.start(*split_address(address), reuse_port=reuse_port)
+    started.append(admin)
+    return port
 
 
 async def start_server(config: HostConfig, *, engine_backend: str | None = None,
@@ -192,23 +186,20 @@ async def start_server(config: HostConfig, *, engine_backend: str | None = None,
     check_admin_exposure(config.server)
     logging_time.configure(config.server.guest_log_lines_per_second)
     app = App(config, engine_backend=engine_backend)
-    admin_runners: list[web.BaseRunner] = []
+    admins: list[RoutedListener] = []
     api = ApiListeners()
     listener: HttpServer | None = None
     try:
         if role is None:
-            runner, admin_port = await _serve(create_admin_app(app), config.server.admin)
-            admin_runners.append(runner)
+            admin_port = await _serve_admin(create_admin_app(app), config.server.admin, admins)
         else:
-            runner, private_port = await _serve(create_admin_app(app, worker=role), "127.0.0.1:0")
-            admin_runners.append(runner)
+            private_port = await _serve_admin(create_admin_app(app, worker=role), "127.0.0.1:0", admins)
             role.register(STARTING, private_port)
             admin_port = private_port
             if role.primary:
                 peers = Peers(role, config.server.admin_token)
-                runner, admin_port = await _serve(create_admin_app(app, worker=role, peers=peers),
-                                                  config.server.admin, reuse_port=True)
-                admin_runners.append(runner)
+                admin_port = await _serve_admin(create_admin_app(app, worker=role, peers=peers),
+                                                config.server.admin, admins, reuse_port=True)
         await app.start(ready=False)
         if role is not None:
             await LayottoAdmin(app).replay(role.journal())
@@ -221,12 +212,14 @@ async def start_server(config: HostConfig, *, engine_backend: str | None = None,
         if listener is not None:
             listener.stop_accepting()
             await listener.drain(0.0)
-        for started in reversed(admin_runners):
-            await started.cleanup()
+        for started in reversed(admins):
+            await started.close()
         await app.stop()
         raise
     watcher = None
     if config.server.watch:
+        from host.functions.watcher import FunctionWatcher
+
         watcher = FunctionWatcher(app.deployments, watched_folders(config), config.server.watch_debounce_ms / 1000)
         watcher.start()
     if role is not None:
@@ -234,7 +227,7 @@ async def start_server(config: HostConfig, *, engine_backend: str | None = None,
         role.register(SERVING, private_port, listen_port)
     log.info("functions listening on %s (port %d), admin on %s (port %d)", config.server.listen, listen_port,
              config.server.admin if role is None or role.primary else "127.0.0.1", admin_port)
-    return RunningServer(app, admin_runners, listener, listen_port, admin_port, watcher, role, api)
+    return RunningServer(app, admins, listener, listen_port, admin_port, watcher, role, api)
 
 
 async def _supervisor_gone(role: WorkerRole, stop: asyncio.Event) -> None:
@@ -269,7 +262,13 @@ async def serve_forever(config: HostConfig, role: WorkerRole | None = None) -> N
         shutil.rmtree(role.directory, ignore_errors=True)  # the supervisor cannot clean up any more
 
 
-def run(config: HostConfig, role: WorkerRole | None = None) -> None:
+def run(config: HostConfig, role: WorkerRole | None = None, *, collector_paused: bool = False) -> None:
+    """`collector_paused`: `python -m host` imported the host with the cyclic collector paused. What was
+    imported lives as long as the process: it is frozen (no collection walks it again, issue 16) and
+    the collector runs again for everything the host builds from here on."""
+    if collector_paused:
+        gc.freeze()
+        gc.enable()
     try:
         import uvloop
 

@@ -86,6 +86,9 @@ async def test_health_and_state_routes(serve, tmp_path: Path) -> None:
     assert status == 400 and error_code(body) == "ERR_MALFORMED_REQUEST"
     status, _, body = await dapr.request("GET", "/v1.0/nothing/here")
     assert status == 404 and error_code(body) == "ERR_NOT_FOUND"
+    status, headers, body = await dapr.request("GET", "/v1.0/state/state_demo")  # a route of POST and PUT only
+    assert status == 405 and error_code(body) == "ERR_METHOD_NOT_ALLOWED"
+    assert headers.get("Content-Type") == "application/json; charset=utf-8"
 
 
 async def test_invoke_any_verb_publish_lock_configuration_metadata(serve, tmp_path: Path) -> None:

@@ -30,16 +30,14 @@ mounts); polling every 250 ms is the fallback when the folder cannot be watched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
-from watchdog.events import EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_OPENED, FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
 
 from host.components._redis import parse_duration_ms
 from host.components.base import BackendConfig, ComponentContext
@@ -48,6 +46,10 @@ from host.components.configuration._identity import check_text, identity_of, par
 from host.components.configuration._watch import WatchHub
 from host.components.configuration.base import ConfigItem, ConfigWatch, deleted_item
 from host.components.errors import ComponentError
+
+if TYPE_CHECKING:  # watchdog (~6 ms to import) once a store is first watched (subscribe)
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers.api import BaseObserver
 
 _FALLBACK_POLL_S = 0.25
 _FORMATS = (".toml", ".json")
@@ -97,22 +99,29 @@ def _next_version(previous: Entry | None) -> str:
     return "1"
 
 
-class _FileEvents(FileSystemEventHandler):
-    """Wakes the refresher when an event names the file (written, created, renamed onto, deleted).
-    The store's own reads raise opened/closed-without-write events: ignored, or reading would
-    trigger reading forever."""
+@functools.cache
+def _file_events() -> Callable[[str, threading.Event], FileSystemEventHandler]:
+    """The watchdog handler class (made, with watchdog imported, when a store is first watched)."""
+    from watchdog.events import EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_OPENED, FileSystemEvent, FileSystemEventHandler
 
-    def __init__(self, path: str, wake: threading.Event):
-        super().__init__()
-        self._path = path
-        self._wake = wake
+    class _FileEvents(FileSystemEventHandler):
+        """Wakes the refresher when an event names the file (written, created, renamed onto, deleted).
+        The store's own reads raise opened/closed-without-write events: ignored, or reading would
+        trigger reading forever."""
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
-            return
-        paths = (os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or ""))
-        if self._path in paths:
-            self._wake.set()
+        def __init__(self, path: str, wake: threading.Event):
+            super().__init__()
+            self._path = path
+            self._wake = wake
+
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            if event.event_type in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
+                return
+            paths = (os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or ""))
+            if self._path in paths:
+                self._wake.set()
+
+    return _FileEvents
 
 
 class Backend:
@@ -260,8 +269,11 @@ class Backend:
             poll_s = self.config.poll_ms / 1000 or None
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                from watchdog.observers import Observer
+
                 observer = Observer()
-                observer.schedule(_FileEvents(str(self.path), self._wake), str(self.path.parent), recursive=False)
+                observer.schedule(_file_events()(str(self.path), self._wake), str(self.path.parent),
+                                  recursive=False)
                 observer.daemon = True
                 observer.start()
                 self._observer = observer

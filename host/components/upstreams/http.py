@@ -8,12 +8,17 @@ import concurrent.futures
 import logging
 import socket
 import urllib.parse
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from abi.maps import HeaderList
 from abi.services import HttpCallResult
+from host.lazy import lazy_module
 from host.tracing.current import end_call, start_call
+
+if TYPE_CHECKING:
+    import aiohttp
+else:  # aiohttp's client (~100 ms to import, two SSL contexts built) only once a guest calls out
+    aiohttp = lazy_module("aiohttp")
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +29,21 @@ class HttpUpstreams:
     def __init__(self, upstreams: dict[str, str]):
         self.upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # made at the first call
+        self._closed = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._session = aiohttp.ClientSession(auto_decompress=False)
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        return self._session
 
     def has_upstream(self, name: str) -> bool:
         return name in self.upstreams
@@ -60,9 +71,10 @@ class HttpUpstreams:
         path = pseudo.get(":path", "/")
         request_headers = [(k, v) for k, v in headers if not k.startswith(":") and k.lower() not in _HOP_BY_HOP]
         url = self.upstreams[upstream] + (path if path.startswith("/") else "/" + path)
-        assert self._session is not None
+        if self._closed:
+            return HttpCallResult(0, [], b"", error="upstreams closed (the host is stopping)")
         try:
-            async with self._session.request(method, url, headers=request_headers, data=body or None,
+            async with self._client().request(method, url, headers=request_headers, data=body or None,
                                              timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
                 payload = await response.read()
                 response_headers = [(":status", str(response.status))] + [

@@ -7,6 +7,8 @@ With `serve --workers N`, every worker answers for itself on a private loopback 
 worker 0's public admin port speaks for all of them: readiness is UP only when every worker is UP,
 the listings carry a `workers` section, and a Layotto admin call is applied on every worker (500
 with the combined reasons if any worker refused it).
+
+It runs on the lean server of host/http/protocol.py with a tiny router (host/http/router.py), not aiohttp.
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import web
-
 from host.app import App, Status
 from host.functions.deployments import Outcome
 from host.functions.sources import watched_folders
 from host.http.admin.layotto import AdminError, LayottoAdmin
 from host.http.admin.peers import PeerAnswer, Peers
-from host.http.errors import json_error
+from host.http.protocol import Response, error_response
+from host.http.router import Guard, RoutedListener, RoutedRequest, Router, json_response
 from host.logs import format_cursor, lines_after, parse_cursor
 from host.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from host.metrics.endpoint import scrape
@@ -40,20 +41,20 @@ from host.process.cluster import WorkerRole
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[RoutedRequest], Awaitable[Response]]
+ADMIN_SHUTDOWN_S = 1.0  # an admin request still running when the host has stopped is cut after this
 SETTINGS_HEADER = "X-Wasm-Faas-Settings"  # base64 of a settings file (name.toml) to write beside an upload
 _UPLOAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # becomes <functions_dir>/<name>.wasm
 
 
-def _token_guard(token: str) -> Callable:
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _token_guard(token: str) -> Guard:
+    def guard(request: RoutedRequest) -> Response | None:
         if request.path.startswith("/actuator/"):
-            return await handler(request)
-        offered = request.headers.get("Authorization", "")
+            return None
+        offered = request.header("Authorization") or ""
         if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
-            return json_error(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-        return await handler(request)
+            return error_response(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return None
 
     return guard
 
@@ -71,7 +72,7 @@ def _unanswered(answer: PeerAnswer) -> dict[str, Any]:
 
 
 def create_admin_app(app: App, *, worker: WorkerRole | None = None,
-                     peers: Peers | None = None) -> web.Application:
+                     peers: Peers | None = None) -> RoutedListener:
     """The admin API of `app`; as worker 0's public admin (`peers` given), it speaks for all workers."""
     layotto = LayottoAdmin(app)
 
@@ -105,10 +106,10 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
         return None
 
     # -- handlers ------------------------------------------------------------------------------------
-    async def liveness(_: web.Request) -> web.Response:
-        return web.json_response({"status": Status.UP, "components": {}})
+    async def liveness(_: RoutedRequest) -> Response:
+        return json_response({"status": Status.UP, "components": {}})
 
-    async def readiness(_: web.Request) -> web.Response:
+    async def readiness(_: RoutedRequest) -> Response:
         status, details = local_readiness()
         if peers is not None and worker is not None:
             workers = [{"index": worker.index, "pid": os.getpid(), "status": status}]
@@ -123,9 +124,9 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
                     workers.append(_unanswered(answer))
             status = _combined_status(str(w["status"]) for w in workers)
             details = {**details, "workers": workers}
-        return web.json_response({"status": status, "details": details}, status=200 if status == Status.UP else 503)
+        return json_response({"status": status, "details": details}, status=200 if status == Status.UP else 503)
 
-    async def list_functions(_: web.Request) -> web.Response:
+    async def list_functions(_: RoutedRequest) -> Response:
         listing = local_functions()
         if peers is not None:
             own = listing.pop("worker")
@@ -139,15 +140,15 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
                 else:
                     workers.append(_unanswered(answer))
             listing["workers"] = workers
-        return web.json_response(listing)
+        return json_response(listing)
 
-    async def get_function(request: web.Request) -> web.Response:
+    async def get_function(request: RoutedRequest) -> Response:
         key = request.match_info["id"]
         versions = local_versions(key)
         if peers is None or worker is None:
             if not versions:
-                return json_error(404, f"unknown function id {key!r}", function=key)
-            return web.json_response({"id": key, "versions": versions})
+                return error_response(404, f"unknown function id {key!r}", function=key)
+            return json_response({"id": key, "versions": versions})
         workers: list[dict[str, Any]] = [{"index": worker.index, "pid": os.getpid(), "versions": versions}]
         for answer in await peers.get(f"/functions/{quote(key, safe='')}"):
             body = answer.body if isinstance(answer.body, dict) else {}
@@ -158,8 +159,8 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
             else:
                 workers.append(_unanswered(answer))
         if not any(w.get("versions") for w in workers):
-            return json_error(404, f"unknown function id {key!r}", function=key)
-        return web.json_response({"id": key, "versions": versions, "workers": workers})
+            return error_response(404, f"unknown function id {key!r}", function=key)
+        return json_response({"id": key, "versions": versions, "workers": workers})
 
     async def apply_everywhere(action: str, raw: bytes) -> str | None:
         """A Layotto admin call applied here and, as worker 0, on every worker; why it failed, or None."""
@@ -179,46 +180,46 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
         return message
 
     def layotto_call(action: str) -> Handler:
-        async def handle(request: web.Request) -> web.Response:
-            raw = await request.read()
+        async def handle(request: RoutedRequest) -> Response:
+            raw = request.body
             try:  # an instance_num over server.max_instances_per_function: 400 before any worker is asked
                 layotto.check_instance_num(layotto.parse(raw))
             except AdminError as refused:
                 if refused.status != 500:
-                    return web.json_response({"error": str(refused)}, status=refused.status)
+                    return json_response({"error": str(refused)}, status=refused.status)
             error = await apply_everywhere(action, raw)
-            return web.Response(status=200) if error is None else web.json_response({"error": error}, status=500)
+            return Response(200) if error is None else json_response({"error": error}, status=500)
 
         return handle
 
     # -- issue 14: metrics, module upload and removal (wasm-faas deploy / rm), function logs ----------
-    async def metrics(_: web.Request) -> web.Response:
+    async def metrics(_: RoutedRequest) -> Response:
         body = await scrape(app.metrics, worker.index if worker is not None else None,
                             peers.get if peers is not None else None)
-        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+        return Response(200, body, content_type=METRICS_CONTENT_TYPE)
 
-    async def upload(request: web.Request) -> web.Response:
+    async def upload(request: RoutedRequest) -> Response:
         """`PUT /functions/{id}` with the module's bytes: written into the first functions folder
         (atomically) and installed on every worker. Only with an admin token configured."""
         name = request.match_info["id"]
         if not token:
-            return json_error(403, "uploads are disabled: set server.admin_token (and pass it as a bearer token)")
+            return error_response(403, "uploads are disabled: set server.admin_token (and pass it as a bearer token)")
         if not _UPLOAD_NAME.fullmatch(name):
-            return json_error(400, f"function name {name!r}: use letters, digits, '_', '-' and '.'")
+            return error_response(400, f"function name {name!r}: use letters, digits, '_', '-' and '.'")
         folders = watched_folders(app.config)
         if not folders:
-            return json_error(409, "this host has no functions_dirs to upload into")
-        wasm = await request.read()
+            return error_response(409, "this host has no functions_dirs to upload into")
+        wasm = request.body
         if wasm[:4] != b"\0asm":
-            return json_error(400, "the body is not a WebAssembly module (bad magic number)")
+            return error_response(400, "the body is not a WebAssembly module (bad magic number)")
         path = folders[0] / f"{name}.wasm"
         existed = path.exists()
-        settings = request.headers.get(SETTINGS_HEADER)
+        settings = request.header(SETTINGS_HEADER)
         if settings is not None:  # `name.toml` beside the module (wasm-faas deploy sends the one beside FILE)
             try:
                 text = base64.b64decode(settings, validate=True)
             except ValueError:
-                return json_error(400, f"{SETTINGS_HEADER}: expected base64")
+                return error_response(400, f"{SETTINGS_HEADER}: expected base64")
             await asyncio.to_thread(_write_module, path.with_suffix(".toml"), text)
         started = time.time()
         await asyncio.to_thread(_write_module, path, wasm)
@@ -230,22 +231,22 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
             error = await apply_everywhere("install", json.dumps({"name": name,
                                                                   "vm_config": {"path": str(path)}}).encode())
         if error is not None:
-            return json_error(422, error, function=name)
-        return web.json_response({"id": name, "path": str(path), "versions": local_versions(name)},
+            return error_response(422, error, function=name)
+        return json_response({"id": name, "path": str(path), "versions": local_versions(name)},
                                  status=200 if existed else 201)
 
-    async def remove(request: web.Request) -> web.Response:
+    async def remove(request: RoutedRequest) -> Response:
         """`DELETE /functions/{id}`: uninstalled on every worker, and its module file deleted when it
         lies in a functions folder (else a restart would deploy it again); `?keep_file=1` keeps it."""
         key = request.match_info["id"]
         records = app.deployments.matching(key)
         if not records:
-            return json_error(404, f"unknown function id {key!r}", function=key)
+            return error_response(404, f"unknown function id {key!r}", function=key)
         paths = [record.path for record in records]
         for _ in records:
             error = await apply_everywhere("uninstall", json.dumps({"name": key}).encode())
             if error is not None:
-                return json_error(500, error, function=key)
+                return error_response(500, error, function=key)
         deleted = []
         if request.query.get("keep_file", "") not in ("1", "true"):
             folders = watched_folders(app.config)
@@ -253,22 +254,22 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
                 if any(folder in path.parents for folder in folders) and path.exists():
                     path.unlink()
                     deleted.append(str(path))
-        return web.json_response({"id": key, "removed": [str(p) for p in paths], "deleted": deleted})
+        return json_response({"id": key, "removed": [str(p) for p in paths], "deleted": deleted})
 
-    async def function_logs(request: web.Request) -> web.Response:
+    async def function_logs(request: RoutedRequest) -> Response:
         """`GET /functions/{id}/logs?after=CURSOR&wait=S`: the function's recent log lines (guest
         logs and the host's lines about its requests), oldest first; a long poll with `wait`."""
         key = request.match_info["id"]
         try:
             wait_s = float(request.query.get("wait", "0"))
         except ValueError:
-            return json_error(400, "wait: expected seconds")
+            return error_response(400, "wait: expected seconds")
         cursor = parse_cursor(request.query.get("after", ""))
         deployed = bool(app.deployments.matching(key))
         if peers is None or worker is None:
             own = worker.index if worker is not None else -1
             lines, last = await lines_after(key, cursor.get(own, cursor.get(-1, 0)), wait_s)
-            return web.json_response({"id": key, "deployed": deployed, "cursor": str(last),
+            return json_response({"id": key, "deployed": deployed, "cursor": str(last),
                                       "lines": [line.as_dict() for line in lines]})
         # Worker 0: every worker's lines. Peers are asked without waiting (their query timeout is
         # short), again and again until some line comes or the wait is over.
@@ -288,31 +289,30 @@ def create_admin_app(app: App, *, worker: WorkerRole | None = None,
                 break
             await asyncio.sleep(0.25)
         merged.sort(key=lambda line: line["time"])
-        return web.json_response({"id": key, "deployed": deployed, "cursor": format_cursor(cursor), "lines": merged})
+        return json_response({"id": key, "deployed": deployed, "cursor": format_cursor(cursor), "lines": merged})
 
-    async def info(_: web.Request) -> web.Response:
-        return web.json_response(app.info())
+    async def info(_: RoutedRequest) -> Response:
+        return json_response(app.info())
 
     token = app.config.server.admin_token
-    web_app = web.Application(middlewares=[_token_guard(token)] if token else [],
-                              client_max_size=app.config.server.max_body_bytes)  # module uploads
-    web_app.router.add_get("/actuator/health/liveness", liveness)
-    web_app.router.add_get("/actuator/health/readiness", readiness)
-    web_app.router.add_get("/actuator/info", info)
-    web_app.router.add_get("/functions", list_functions)
-    web_app.router.add_get("/functions/{id}", get_function)
-    web_app.router.add_get("/metrics", metrics)
-    web_app.router.add_put("/functions/{id}", upload)
-    web_app.router.add_delete("/functions/{id}", remove)
-    web_app.router.add_get("/functions/{id}/logs", function_logs)
+    router = Router(_token_guard(token) if token else None)
+    router.add("GET", "/actuator/health/liveness", liveness)
+    router.add("GET", "/actuator/health/readiness", readiness)
+    router.add("GET", "/actuator/info", info)
+    router.add("GET", "/functions", list_functions)
+    router.add("GET", "/functions/{id}", get_function)
+    router.add("GET", "/metrics", metrics)
+    router.add("PUT", "/functions/{id}", upload)
+    router.add("DELETE", "/functions/{id}", remove)
+    router.add("GET", "/functions/{id}/logs", function_logs)
     for action in LayottoAdmin.ACTIONS:
-        web_app.router.add_post(f"/wasm/{action}", layotto_call(action))
+        router.add("POST", f"/wasm/{action}", layotto_call(action))
+    # Module uploads are bounded by server.max_body_bytes; a request still running at shutdown is cut
+    # after ADMIN_SHUTDOWN_S.
+    listener = RoutedListener(router, app.config.server.max_body_bytes, ADMIN_SHUTDOWN_S)
     if peers is not None:
-        async def close_peers(_: web.Application) -> None:
-            await peers.close()
-
-        web_app.on_cleanup.append(close_peers)
-    return web_app
+        listener.on_close.append(peers.close)
+    return listener
 
 
 async def _watched_outcome(app: App, path: Path, since: float, timeout_s: float = 120.0) -> str | None:

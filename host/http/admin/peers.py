@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
+from host.lazy import lazy_module
 from host.process.cluster import WorkerRole
+
+if TYPE_CHECKING:
+    import aiohttp
+else:  # only worker 0 of `serve --workers N` asks its peers: a single host never imports aiohttp's client
+    aiohttp = lazy_module("aiohttp")
 
 QUERY_TIMEOUT_S = 3.0
 APPLY_TIMEOUT_S = 120.0

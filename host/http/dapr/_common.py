@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import web
-
 from host.api.errors import ApiError, Code, invalid
+from host.http.protocol import Response
+from host.http.router import RoutedRequest, json_response
 
 # The HTTP status of an API error whose own `http_status` is not set (Dapr's predefined errors).
 HTTP_STATUS = {Code.INVALID_ARGUMENT: 400, Code.NOT_FOUND: 404, Code.ABORTED: 409, Code.ALREADY_EXISTS: 409,
@@ -18,22 +18,22 @@ HTTP_STATUS = {Code.INVALID_ARGUMENT: 400, Code.NOT_FOUND: 404, Code.ABORTED: 40
                Code.DEADLINE_EXCEEDED: 504, Code.CANCELLED: 408, Code.OUT_OF_RANGE: 400}
 
 
-def error_response(status: int, error_code: str, message: str) -> web.Response:
-    return web.json_response({"errorCode": error_code, "message": message}, status=status)
+def error_response(status: int, error_code: str, message: str) -> Response:
+    return json_response({"errorCode": error_code, "message": message}, status=status)
 
 
-def api_error_response(error: ApiError) -> web.Response:
+def api_error_response(error: ApiError) -> Response:
     status = error.http_status or HTTP_STATUS.get(error.code, 500)
     return error_response(status, error.error_code or f"ERR_{error.code.name}", error.message)
 
 
-def metadata(request: web.Request) -> dict[str, str]:
+def metadata(request: RoutedRequest) -> dict[str, str]:
     """Dapr's `?metadata.<key>=<value>` query parameters."""
     return {name[len("metadata."):]: value for name, value in request.query.items() if name.startswith("metadata.")}
 
 
-async def json_body(request: web.Request) -> Any:
-    raw = await request.read()
+def json_body(request: RoutedRequest) -> Any:
+    raw = request.body
     try:
         return json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError) as error:

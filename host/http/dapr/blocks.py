@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from host.api import RuntimeApi
 from host.api.errors import invalid
 from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
 from host.http.dapr._common import expect, json_body, metadata
+from host.http.protocol import Response
+from host.http.router import RoutedRequest, Router, json_response
 
 
 def _fields(body: Any, allowed: dict[str, type], what: str) -> dict[str, Any]:
@@ -33,55 +33,55 @@ class BlockRoutes:
     def __init__(self, api: RuntimeApi):
         self.api = api
 
-    def add_to(self, routes: web.RouteTableDef) -> None:
-        routes.post("/v1.0/publish/{pubsub}/{topic:.+}")(self.publish)
-        routes.post("/v1.0-alpha1/lock/{store}")(self.lock)
-        routes.post("/v1.0-alpha1/unlock/{store}")(self.unlock)
-        routes.get("/v1.0/configuration/{store}")(self.configuration)
-        routes.get("/v1.0-alpha1/configuration/{store}")(self.configuration)
-        routes.get("/v1.0/metadata")(self.get_metadata)
-        routes.put("/v1.0/metadata/{key}")(self.set_metadata)
+    def add_to(self, router: Router) -> None:
+        router.add("POST", "/v1.0/publish/{pubsub}/{topic:.+}", self.publish)
+        router.add("POST", "/v1.0-alpha1/lock/{store}", self.lock)
+        router.add("POST", "/v1.0-alpha1/unlock/{store}", self.unlock)
+        router.add("GET", "/v1.0/configuration/{store}", self.configuration)
+        router.add("GET", "/v1.0-alpha1/configuration/{store}", self.configuration)
+        router.add("GET", "/v1.0/metadata", self.get_metadata)
+        router.add("PUT", "/v1.0/metadata/{key}", self.set_metadata)
 
-    async def publish(self, request: web.Request) -> web.StreamResponse:
+    async def publish(self, request: RoutedRequest) -> Response:
         message = pb.PublishEventRequest(
-            pubsub_name=request.match_info["pubsub"], topic=request.match_info["topic"], data=await request.read(),
+            pubsub_name=request.match_info["pubsub"], topic=request.match_info["topic"], data=request.body,
             data_content_type=request.headers.get("Content-Type", ""), metadata=metadata(request))
         await self.api.run(self.api.pubsub.publish, message, request.headers.get("traceparent", ""),
                            request.headers.get("tracestate", ""))
-        return web.Response(status=204)
+        return Response(204)
 
-    async def lock(self, request: web.Request) -> web.StreamResponse:
-        body = _fields(await json_body(request), {"resourceId": str, "lockOwner": str, "expiryInSeconds": int},
+    async def lock(self, request: RoutedRequest) -> Response:
+        body = _fields(json_body(request), {"resourceId": str, "lockOwner": str, "expiryInSeconds": int},
                        "the request body")
         message = pb.TryLockRequest(store_name=request.match_info["store"], resource_id=body.get("resourceId", ""),
                                     lock_owner=body.get("lockOwner", ""), expire=body.get("expiryInSeconds", 0))
         answer = await self.api.run(self.api.lock.try_lock, message)
-        return web.json_response({"success": answer.success})
+        return json_response({"success": answer.success})
 
-    async def unlock(self, request: web.Request) -> web.StreamResponse:
-        body = _fields(await json_body(request), {"resourceId": str, "lockOwner": str}, "the request body")
+    async def unlock(self, request: RoutedRequest) -> Response:
+        body = _fields(json_body(request), {"resourceId": str, "lockOwner": str}, "the request body")
         message = pb.UnlockRequest(store_name=request.match_info["store"], resource_id=body.get("resourceId", ""),
                                    lock_owner=body.get("lockOwner", ""))
         answer = await self.api.run(self.api.lock.unlock, message)
-        return web.json_response({"status": int(answer.status)})
+        return json_response({"status": int(answer.status)})
 
-    async def configuration(self, request: web.Request) -> web.StreamResponse:
-        keys = request.query.getall("key", [])
+    async def configuration(self, request: RoutedRequest) -> Response:
+        keys = request.query.getall("key")
         items = await self.api.run(self.api.configuration.get_items, request.match_info["store"], keys,
                                    metadata(request))
         if not items:
-            return web.Response(status=204)
-        return web.json_response({item.key: {"value": item.value, "version": item.version,
+            return Response(204)
+        return json_response({item.key: {"value": item.value, "version": item.version,
                                              "metadata": dict(item.metadata)} for item in items})
 
-    async def get_metadata(self, request: web.Request) -> web.StreamResponse:
+    async def get_metadata(self, request: RoutedRequest) -> Response:
         described = self.api.metadata.describe()
-        return web.json_response({
+        return json_response({
             "id": described.app_id, "runtimeVersion": described.runtime_version, "enabledFeatures": [],
             "extended": described.extended, "subscriptions": [],
             "components": [{"name": c.name, "type": c.type, "version": c.version, "capabilities": c.capabilities}
                            for c in described.components]})
 
-    async def set_metadata(self, request: web.Request) -> web.StreamResponse:
-        self.api.metadata.set(request.match_info["key"], (await request.read()).decode("utf-8", "replace"))
-        return web.Response(status=204)
+    async def set_metadata(self, request: RoutedRequest) -> Response:
+        self.api.metadata.set(request.match_info["key"], request.body.decode("utf-8", "replace"))
+        return Response(204)

@@ -6,11 +6,11 @@ caller's headers and body), and the function's answer comes back as it is, whate
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from abi import HttpRequest
 from host.api import RuntimeApi
 from host.api.errors import invalid
+from host.http.protocol import Response
+from host.http.router import RoutedRequest, Router
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the API token are not the application's to forward.
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
@@ -23,10 +23,10 @@ class InvokeRoutes:
     def __init__(self, api: RuntimeApi):
         self.api = api
 
-    def add_to(self, routes: web.RouteTableDef) -> None:
-        routes.route("*", ROUTE)(self.invoke)
+    def add_to(self, router: Router) -> None:
+        router.add("*", ROUTE, self.invoke)
 
-    async def invoke(self, request: web.Request) -> web.StreamResponse:
+    async def invoke(self, request: RoutedRequest) -> Response:
         function_id = request.match_info["id"]
         # The raw path keeps the method's own escaping and its query string.
         _, separator, rest = request.raw_path.partition("/method/")
@@ -34,13 +34,10 @@ class InvokeRoutes:
             raise invalid("expected /v1.0/invoke/{id}/method/{method}")
         headers = [("id", function_id)] + [(name.lower(), value) for name, value in request.headers.items()
                                            if name.lower() not in _HOP_BY_HOP]
-        peer = request.transport.get_extra_info("peername") if request.transport else None
+        peer = request.peer
         guest_request = HttpRequest.build(
-            request.method, "/" + rest, headers, await request.read(), authority=request.host, lowered=True,
+            request.method, "/" + rest, headers, request.body, authority=request.host, lowered=True,
             source_address=peer[0] if peer else "", source_port=peer[1] if peer else 0)
         answer = await self.api.invoke.forward(function_id, guest_request)
-        response = web.Response(status=answer.status, body=answer.body)
-        for name, value in answer.headers:
-            if not name.startswith(":") and name.lower() not in _NOT_RETURNED:
-                response.headers.add(name, value)
-        return response
+        return Response(answer.status, answer.body, [(name, value) for name, value in answer.headers
+                                                     if not name.startswith(":") and name.lower() not in _NOT_RETURNED])

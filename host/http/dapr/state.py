@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import web
-
 from host.api import RuntimeApi
 from host.api.errors import invalid
 from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
 from host.http.dapr._common import expect, json_body, json_bytes, metadata, string_map
+from host.http.protocol import Response
+from host.http.router import RoutedRequest, Router, json_response
 
 _CONCURRENCY = {"first-write": pb.StateOptions.CONCURRENCY_FIRST_WRITE,
                 "last-write": pb.StateOptions.CONCURRENCY_LAST_WRITE}
@@ -70,25 +70,25 @@ class StateRoutes:
     def __init__(self, api: RuntimeApi):
         self.api = api
 
-    def add_to(self, routes: web.RouteTableDef) -> None:
-        routes.get("/v1.0/state/{store}/{key}")(self.get)
-        routes.delete("/v1.0/state/{store}/{key}")(self.delete)
+    def add_to(self, router: Router) -> None:
+        router.add("GET", "/v1.0/state/{store}/{key}", self.get)
+        router.add("DELETE", "/v1.0/state/{store}/{key}", self.delete)
         for method in ("POST", "PUT"):
-            routes.route(method, "/v1.0/state/{store}")(self.save)
-            routes.route(method, "/v1.0/state/{store}/bulk")(self.bulk)
-            routes.route(method, "/v1.0/state/{store}/transaction")(self.transaction)
+            router.add(method, "/v1.0/state/{store}", self.save)
+            router.add(method, "/v1.0/state/{store}/bulk", self.bulk)
+            router.add(method, "/v1.0/state/{store}/transaction", self.transaction)
 
-    async def get(self, request: web.Request) -> web.StreamResponse:
+    async def get(self, request: RoutedRequest) -> Response:
         message = pb.GetStateRequest(
             store_name=request.match_info["store"], key=request.match_info["key"], metadata=metadata(request),
             consistency=_choice(_CONSISTENCY, request.query.get("consistency"), "consistency"))
         answer = await self.api.run(self.api.state.get, message)
         if not answer.data and not answer.etag:
-            return web.Response(status=204)
+            return Response(204)
         headers = {"ETag": answer.etag} if answer.etag else {}
-        return web.Response(body=answer.data, headers=headers)
+        return Response(200, answer.data, list(headers.items()))
 
-    async def delete(self, request: web.Request) -> web.StreamResponse:
+    async def delete(self, request: RoutedRequest) -> Response:
         message = pb.DeleteStateRequest(
             store_name=request.match_info["store"], key=request.match_info["key"], metadata=metadata(request),
             options=pb.StateOptions(
@@ -97,18 +97,18 @@ class StateRoutes:
         if "If-Match" in request.headers:
             message.etag.value = request.headers["If-Match"]
         await self.api.run(self.api.state.delete, message)
-        return web.Response(status=204)
+        return Response(204)
 
-    async def save(self, request: web.Request) -> web.StreamResponse:
-        body = expect(await json_body(request), list, "the request body")
+    async def save(self, request: RoutedRequest) -> Response:
+        body = expect(json_body(request), list, "the request body")
         query_metadata = metadata(request)
         message = pb.SaveStateRequest(store_name=request.match_info["store"], states=[
             _state_item(raw, f"[{index}]", query_metadata) for index, raw in enumerate(body)])
         await self.api.run(self.api.state.save, message)
-        return web.Response(status=204)
+        return Response(204)
 
-    async def bulk(self, request: web.Request) -> web.StreamResponse:
-        body = expect(await json_body(request), dict, "the request body")
+    async def bulk(self, request: RoutedRequest) -> Response:
+        body = expect(json_body(request), dict, "the request body")
         keys = expect(body.get("keys", []), list, "keys")
         parallelism = expect(body.get("parallelism", 0), int, "parallelism")
         message = pb.GetBulkStateRequest(
@@ -124,10 +124,10 @@ class StateRoutes:
                 entry["data"] = _bulk_data(item.data)
                 entry["etag"] = item.etag
             items.append(entry)
-        return web.json_response(items)
+        return json_response(items)
 
-    async def transaction(self, request: web.Request) -> web.StreamResponse:
-        body = expect(await json_body(request), dict, "the request body")
+    async def transaction(self, request: RoutedRequest) -> Response:
+        body = expect(json_body(request), dict, "the request body")
         operations = []
         for index, raw in enumerate(expect(body.get("operations", []), list, "operations")):
             what = f"operations[{index}]"
@@ -139,4 +139,4 @@ class StateRoutes:
         message = pb.ExecuteStateTransactionRequest(storeName=request.match_info["store"], operations=operations,
                                                     metadata=string_map(body.get("metadata"), "metadata"))
         await self.api.run(self.api.state.transact, message)
-        return web.Response(status=204)
+        return Response(204)
