@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import redis
 
 from host.components.pubsub.cloudevents import envelope
+from host.events.delivery import Subscriber
 from tests.conftest import EXAMPLES, Client, functions_dir, make_config
 from tests.services import REDIS_ADDRESS, require_redis, unique_prefix
 
@@ -172,3 +174,32 @@ async def test_reloading_the_subscriber_during_a_burst_of_1000_events_loses_none
             admin.delete(key)
         admin.close()
 
+
+
+async def test_a_cheap_subscriber_gets_its_batches_in_the_consumer_thread(serve, tmp_path: Path, c_guests: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once the function is known to be cheap and its deliveries quick, a batch runs one message after
+    # another in the consumer thread (no hop to the event loop and a guest thread); every event still
+    # arrives exactly once and is acknowledged.
+    ran_here: list[str] = []
+    real = Subscriber._deliver_here
+
+    def counted(self: Subscriber, message: Any) -> tuple[int, str]:
+        ran_here.append(threading.current_thread().name)
+        return real(self, message)
+
+    monkeypatch.setattr(Subscriber, "_deliver_here", counted)
+    config = make_config(tmp_path, _probe(tmp_path, c_guests, refusals=0), pubsub={"bus": {"type": "memory"}},
+                         state={"events": {"type": "memory"}}, subscriptions=[_subscription(concurrency=16)])
+    client = await serve(config)
+    count = 400
+    await asyncio.to_thread(lambda: [_publish(client, "bus", "jobs", f"event-{n}".encode()) for n in range(count)])
+    subscriber = client.server.app.events.subscribers[0]
+    await _until(lambda: subscriber.stats.delivered >= count, 30, f"{count} deliveries")
+    assert client.server.app.router.pick("event_probe").policy.cheap
+    assert ran_here and set(ran_here) == {"events-event_probe"}  # the consumer thread, not a guest thread
+    ids = _event_ids(client)
+    assert len(ids) == count and all(_attempts(client, event_id) == 1 for event_id in ids)
+    assert {_got(client, "events", f"got:{event_id}") for event_id in ids} == {f"event-{n}".encode()
+                                                                                for n in range(count)}
+    assert (subscriber.stats.redelivered, subscriber.stats.dead_lettered) == (0, 0)
