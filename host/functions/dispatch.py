@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from abi import GuestTrap, HttpRequest, HttpResponse
 from abi.chain import run_chain, run_one
 from abi.vm import ProxyWasmVM
+from host.functions.policy import INLINE_DEADLINE_S
 from host.functions.pool import InstancePool, PoolClosed, PoolDown, PoolTimeout, PoolWouldDeadlock
 from host.functions.router import Router
 from host.functions.threads import GuestThreads
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-INLINE_DEADLINE_S = 0.01  # epoch ticks of 10 ms: an inline overrun stalls the loop for 10-20 ms, once
 RETRIES_ACROSS_RELOADS = 3
 
 
@@ -166,9 +166,12 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
     clock = policy.inline_clock if inline else time.thread_time_ns
     started = clock() if timed else 0
     scope = REQUEST_SCOPE.set((version.function_id, request, next_request_number()))
-    outer_deadline = BUDGET.deadline
-    if inline and not outer_deadline:  # a nested inline call shares its caller's budget
-        BUDGET.deadline = time.monotonic() + INLINE_DEADLINE_S
+    # The budget of blocking reads on the loop (host/loop_budget.py); a pure function makes none.
+    budgeted = inline and policy.blocking
+    if budgeted:
+        outer_deadline = BUDGET.deadline
+        if not outer_deadline:  # a nested inline call shares its caller's budget
+            BUDGET.deadline = time.monotonic() + INLINE_DEADLINE_S
     try:
         if component is not None:
             response = component.handle(request, version.timeout_s)
@@ -210,7 +213,7 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
         else:
             del held[len(held) - len(chain):]
         REQUEST_SCOPE.reset(scope)
-        if inline:
+        if budgeted:
             BUDGET.deadline = outer_deadline
     if timed:
         policy.observe(clock() - started)
@@ -432,7 +435,6 @@ class Dispatcher:
             return _run(version, vm, filters, request, inline=False)
         finally:
             _release(version, vm, filters)
-
 
     def _call_inline(self, version: FunctionVersion, request: HttpRequest) -> HttpResponse:
         """A nested call made by an inline run, on the event loop: only to a function that may run

@@ -10,9 +10,10 @@ inlined again) and the request is replayed in a thread (host/functions/dispatch.
 such a module can have no effect outside its own (discarded) instance.
 
 A module whose imports are pure or replayable reads (a state read, invoking such a function) is
-eligible too, as a `blocking` function: inline, its reads wait on the loop, each at most a short
-budget (host/loop_budget.py; past it the run is abandoned and replayed in a thread), and its inline
-runs are timed by the wall clock, since waiting stalls the loop as much as computing does.
+eligible too, as a `blocking` function: inline, its reads wait on the loop, at most what is left of
+the run's inline deadline (host/loop_budget.py; past it the run is abandoned and replayed in a
+thread), and its inline runs are timed by the wall clock, since waiting stalls the loop as much as
+computing does.
 """
 
 from __future__ import annotations

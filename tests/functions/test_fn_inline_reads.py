@@ -16,12 +16,9 @@ import pytest
 import redis
 
 from abi import all_host_functions
-from host.functions.policy import PROMOTE_AFTER
-from host.functions.dispatch import INLINE_DEADLINE_S
+from host.functions.policy import INLINE_DEADLINE_S, PROMOTE_AFTER
 from tests.conftest import EXAMPLES, REPO, functions_dir, make_config
-from tests.services import require_postgres, require_redis, unique_prefix
-
-POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+from tests.services import POSTGRES_DSN, require_postgres, require_redis, unique_prefix
 
 
 class DelayingProxy:
