@@ -90,6 +90,16 @@ static PyObject *current_stream(PyObject *vm) {
     return stream;
 }
 
+/* vm.stream.<name> (a new reference), or NULL when no stream runs or it has no such attribute. */
+static PyObject *stream_attribute(PyObject *vm, PyObject *name) {
+    PyObject *stream = current_stream(vm);
+    if (stream == NULL)
+        return NULL;
+    PyObject *value = attribute(stream, name);
+    Py_DECREF(stream);
+    return value;
+}
+
 /* An exact int as a long long; 0 when it is not one or does not fit. */
 static int exact_long(PyObject *value, long long *out) {
     if (value == NULL || !PyLong_CheckExact(value))
@@ -179,11 +189,7 @@ static int fast_get_header_map_value(GuestState *state, raw_value *args) {
     if (!ascii_lower(base + key_ptr, key_size, key))
         return FAST_NOT_HANDLED;
     PyObject *vm = state->owner;
-    PyObject *stream = current_stream(vm);
-    if (stream == NULL)
-        return FAST_NOT_HANDLED;
-    PyObject *pairs = attribute(stream, str_request_headers);
-    Py_DECREF(stream);
+    PyObject *pairs = stream_attribute(vm, str_request_headers);
     if (pairs == NULL || !PyList_CheckExact(pairs)) {
         Py_XDECREF(pairs);
         return FAST_NOT_HANDLED;
@@ -295,11 +301,7 @@ static int fast_set_buffer_bytes(GuestState *state, raw_value *args) {
     if (!in_memory(ptr, length, size))
         return FAST_NOT_HANDLED;
     PyObject *vm = state->owner;
-    PyObject *stream = current_stream(vm);
-    if (stream == NULL)
-        return FAST_NOT_HANDLED;
-    PyObject *body = attribute(stream, str_response_body);
-    Py_DECREF(stream);
+    PyObject *body = stream_attribute(vm, str_response_body);
     int verdict = FAST_NOT_HANDLED;
     long long limit;
     if (body == NULL || !PyByteArray_CheckExact(body) || !memory_limit(vm, &limit))
@@ -327,11 +329,7 @@ static PyObject *stream_body(PyObject *vm, uint32_t buffer_type) {
                                                                 : NULL;
     if (name == NULL)
         return NULL;
-    PyObject *stream = current_stream(vm);
-    if (stream == NULL)
-        return NULL;
-    PyObject *body = attribute(stream, name);
-    Py_DECREF(stream);
+    PyObject *body = stream_attribute(vm, name);
     if (body != NULL && !PyByteArray_CheckExact(body))
         Py_CLEAR(body);
     return body;
