@@ -210,7 +210,7 @@ class RedisClient:
         connection = self._pool.take_idle()
         if connection is None:
             raise InlineBusy(f"redis {self.address}: no idle connection")
-        sock = connection._sock
+        sock = getattr(connection, "_sock", None)  # redis-py's socket (None until connected)
         if sock is None:  # never connected, or dropped: connecting may take the connect timeout
             self._pool.release(connection)
             raise InlineBusy(f"redis {self.address}: no connected idle connection")
