@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class LoopBudgetExceeded(Exception):
@@ -43,6 +47,47 @@ def inline_remaining() -> float | None:
     if remaining <= 0:
         raise LoopBudgetExceeded("the inline budget is spent")
     return remaining
+
+
+def run_within(budget_s: float, call: Callable[[], T]) -> T:
+    """`call()` on this thread with an inline budget of `budget_s` (or its caller's, when one runs)."""
+    outer = BUDGET.deadline
+    if not outer:
+        BUDGET.deadline = time.monotonic() + budget_s
+    try:
+        return call()
+    finally:
+        BUDGET.deadline = outer
+
+
+class InlineGate:
+    """Whether calls of one kind (reads of one store through the runtime API) try the event loop
+    first. One that could not finish within its budget, or took longer than SLOW_S, closes the gate
+    for the next calls — 1, 2, 4 … up to MAX_SKIP of them while that keeps happening — so a slow or
+    refusing backend costs the loop a try now and then, not on every call."""
+
+    SLOW_S = 0.001
+    MAX_SKIP = 1024
+
+    def __init__(self) -> None:
+        self._skip = 0
+        self._penalty = 1
+
+    def open(self) -> bool:
+        if self._skip:
+            self._skip -= 1
+            return False
+        return True
+
+    def took(self, seconds: float) -> None:
+        if seconds > self.SLOW_S:
+            self.failed()
+        elif self._penalty > 1:
+            self._penalty //= 2  # quick again: back to trying every call, gradually
+
+    def failed(self) -> None:
+        self._skip = self._penalty
+        self._penalty = min(self._penalty * 2, self.MAX_SKIP)
 
 
 def refuse_inline(what: str) -> None:

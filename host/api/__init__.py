@@ -8,7 +8,11 @@ translations onto it, so every entry point validates and answers alike.
 
 Component calls block (Redis and PostgreSQL round trips). Entry points on the event loop run them
 with `RuntimeApi.run`, on a small thread pool of the API's own (a slow backend then delays only API
-calls, never the loop or the guests' threads); guest threads call the modules directly.
+calls, never the loop or the guests' threads); guest threads call the modules directly. Reads
+(`component_call(..., reads=True)`: GetState, GetBulkState) are tried on the loop first, within the
+inline budget (host/loop_budget.py: a warm Redis connection, at most INLINE_DEADLINE_S), which costs
+less than the hop to a thread and back; one that would wait longer is made again in a thread, and
+that store's reads go to the threads for a while (InlineGate).
 
 Runtime-call metrics (issue 14): each transport serves a view, `for_api("grpc")` / `for_api("http")`,
 sharing every part and the threads; its `run` observes the component calls (host/api/observed.py)
@@ -31,12 +35,14 @@ from host.api.errors import ApiError, Code
 from host.api.invoke import InvokeApi
 from host.api.lock import LockApi
 from host.api.metadata import MetadataApi
-from host.api.observed import marked
+from host.api.observed import marked, only_reads
 from host.api.pubsub import PubSubApi
 from host.api.sequencer import SequencerApi
 from host.api.state import StateApi
 from host.components.catalog import Components
 from host.functions.dispatch import Dispatcher
+from host.functions.policy import INLINE_DEADLINE_S
+from host.loop_budget import InlineGate, LoopBudgetExceeded, run_within
 from host.metrics import NO_OBSERVER, CallObserver, RuntimeCallMetrics
 
 T = TypeVar("T")
@@ -74,6 +80,7 @@ class RuntimeApi:
         self.observer: CallObserver = NO_OBSERVER
         self._metrics = metrics
         self._threads = _Threads(threads)
+        self._gates: dict[tuple[str, str], InlineGate] = {}  # (capability, component) -> reads inline?
 
     def for_api(self, api: str) -> RuntimeApi:
         """This API as one transport serves it ("grpc", "http"): the same parts, streams and threads,
@@ -86,25 +93,44 @@ class RuntimeApi:
         return view
 
     async def run(self, call: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """`call(*args, **kwargs)` on the API's threads, from the event loop; a component call is
-        observed (capability, component, outcome, time from here to its answer)."""
-        loop = asyncio.get_running_loop()
+        """`call(*args, **kwargs)` from the event loop: a read on the loop when it can finish within
+        the inline budget, else on the API's threads; a component call is observed (capability,
+        component, outcome, time from here to its answer)."""
         job = functools.partial(call, *args, **kwargs)
-        spec = marked(call) if self.observer is not NO_OBSERVER else None
+        spec = marked(call) if self.observer is not NO_OBSERVER or only_reads(call) else None
         if spec is None:
-            return await loop.run_in_executor(self._threads.pool(), job)
+            return await asyncio.get_running_loop().run_in_executor(self._threads.pool(), job)
         capability, component_of = spec
         name = component_of(*args)
         if name not in self.components.of(capability):
             name = ""  # a client-chosen name creates no series
         started = perf_counter()
         try:
-            result = await loop.run_in_executor(self._threads.pool(), job)
+            result = await self._execute(job, (capability, name) if only_reads(call) else None)
         except Exception as error:
             self.observer.observe(capability, name, error, perf_counter() - started)
             raise
         self.observer.observe(capability, name, None, perf_counter() - started)
         return result
+
+    async def _execute(self, job: Callable[[], T], read_of: tuple[str, str] | None) -> T:
+        """`job` on the loop within the inline budget when it is a read of a store whose reads have
+        been quick (`read_of`: its capability and component), else — or when it cannot finish
+        within the budget — on the API's threads."""
+        if read_of is not None:
+            gate = self._gates.get(read_of)
+            if gate is None:
+                gate = self._gates[read_of] = InlineGate()
+            if gate.open():
+                started = perf_counter()
+                try:
+                    result = run_within(INLINE_DEADLINE_S, job)
+                except LoopBudgetExceeded:
+                    gate.failed()  # nothing was done: made again in a thread
+                else:
+                    gate.took(perf_counter() - started)
+                    return result
+        return await asyncio.get_running_loop().run_in_executor(self._threads.pool(), job)
 
     def end_streams(self) -> None:
         """Ends every configuration subscription and topic stream, so the gRPC streams serving

@@ -22,11 +22,17 @@ def first_argument(name: str, *_: Any) -> str:
 
 
 CALLS: dict[Callable[..., Any], tuple[str, ComponentOf]] = {}  # the marked functions (not bound methods)
+# Those that only read (`reads=True`): RuntimeApi.run may try them on the event loop first
+# (host/loop_budget.py), since abandoning one half-way and calling it again in a thread is harmless.
+READS: set[Callable[..., Any]] = set()
 
 
-def component_call(capability: str, component_of: ComponentOf = store_name) -> Callable[[F], F]:
+def component_call(capability: str, component_of: ComponentOf = store_name, *,
+                   reads: bool = False) -> Callable[[F], F]:
     def mark(method: F) -> F:
         CALLS[method] = (capability, component_of)
+        if reads:
+            READS.add(method)
         return method
 
     return mark
@@ -35,3 +41,8 @@ def component_call(capability: str, component_of: ComponentOf = store_name) -> C
 def marked(call: Callable[..., Any]) -> tuple[str, ComponentOf] | None:
     """The capability and component reader of `call` (a bound API method), or None."""
     return CALLS.get(getattr(call, "__func__", call))
+
+
+def only_reads(call: Callable[..., Any]) -> bool:
+    """Whether `call` (a bound API method) is marked `reads=True`."""
+    return getattr(call, "__func__", call) in READS

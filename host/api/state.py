@@ -100,7 +100,7 @@ class StateApi:
     def _store(self, name: str) -> Any:
         return named(self.components, STATE, name)
 
-    @component_call("state")
+    @component_call("state", reads=True)
     def get(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
         store = self._store(request.store_name)
         _check_consistency(request.consistency, "GetStateRequest")
@@ -111,7 +111,7 @@ class StateApi:
             return pb.GetStateResponse()
         return pb.GetStateResponse(data=value.value, etag=value.etag)
 
-    @component_call("state")
+    @component_call("state", reads=True)
     def get_bulk(self, request: pb.GetBulkStateRequest) -> pb.GetBulkStateResponse:
         store = self._store(request.store_name)
         if request.parallelism < 0:
