@@ -4,11 +4,14 @@ silently missing service can never turn a run green."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 
 import pytest
+import redis
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -51,3 +54,19 @@ def require_nats() -> None:
 def unique_prefix(label: str = "test") -> str:
     """A key/table/stream prefix no other test run uses (tests clean up what they made under it)."""
     return f"wfaas-{label}-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def redis_keys(label: str) -> Iterator[tuple[redis.Redis, str]]:
+    """A client of the test Redis and a key prefix of the caller's own (a store's literal `key_prefix`:
+    keys `<prefix>||key`); every such key is deleted after."""
+    require_redis()
+    host, _, port = REDIS_ADDRESS.rpartition(":")
+    client = redis.Redis(host=host, port=int(port))
+    prefix = unique_prefix(label)
+    try:
+        yield client, prefix
+    finally:
+        for key in client.scan_iter(f"{prefix}||*"):
+            client.delete(key)
+        client.close()

@@ -10,10 +10,33 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class DelayingProxy:
+    """This module in its own process, in front of `target` (HOST:PORT); `delay(s)` holds every reply
+    back s seconds from then on, `close()` ends it and every connection it carries."""
+
+    def __init__(self, target: str, delay_file: Path):
+        self.delay_file = delay_file
+        delay_file.write_text("0")
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.functions.delay_proxy", target, str(delay_file)],
+                                        cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        self.port = int(self.process.stdout.readline())
+
+    def delay(self, seconds: float) -> None:
+        self.delay_file.write_text(str(seconds))
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 def _delay(path: Path) -> float:

@@ -5,8 +5,6 @@ longer, or a callee that cannot run inline, abandons the run and replays it in a
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,39 +15,16 @@ import redis
 
 from abi import all_host_functions
 from host.functions.policy import INLINE_DEADLINE_S, PROMOTE_AFTER
-from tests.conftest import EXAMPLES, REPO, functions_dir, make_config
-from tests.services import POSTGRES_DSN, require_postgres, require_redis, unique_prefix
-
-
-class DelayingProxy:
-    """tests/functions/delay_proxy.py in its own process, in front of the test's Redis; `delay(s)`
-    holds every reply back s seconds from then on, `close()` ends it and every connection."""
-
-    def __init__(self, tmp_path: Path):
-        self.delay_file = tmp_path / "proxy-delay"
-        self.delay_file.write_text("0")
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.functions.delay_proxy", "127.0.0.1:6379",
-                                         str(self.delay_file)], cwd=REPO, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        self.port = int(self.process.stdout.readline())
-
-    def delay(self, seconds: float) -> None:
-        self.delay_file.write_text(str(seconds))
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
+from tests.conftest import EXAMPLES, functions_dir, make_config
+from tests.functions.delay_proxy import DelayingProxy
+from tests.services import POSTGRES_DSN, REDIS_ADDRESS, require_postgres, unique_prefix
+from tests.services import redis_keys as services_redis_keys
 
 
 @pytest.fixture
 def redis_keys() -> Iterator[tuple[redis.Redis, str]]:
-    require_redis()
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    prefix = unique_prefix("inline")
-    yield client, prefix
-    for key in client.scan_iter(f"{prefix}||*"):
-        client.delete(key)
-    client.close()
+    with services_redis_keys("inline") as keys:
+        yield keys
 
 
 async def _until_inline(client, *function_ids: str) -> None:
@@ -96,7 +71,7 @@ async def test_demo_chain_runs_inline_reading_redis(serve, tmp_path: Path, redis
 async def test_a_slow_read_is_replayed_in_a_guest_thread(serve, tmp_path: Path, redis_keys) -> None:
     r, prefix = redis_keys
     r.set(f"{prefix}||book1", "100")
-    proxy = DelayingProxy(tmp_path)
+    proxy = DelayingProxy(REDIS_ADDRESS, tmp_path / "proxy-delay")
     try:
         config = make_config(tmp_path, functions_dir(tmp_path, *EXAMPLES.glob("*.wasm")),
                              state={"state_demo": {"type": "redis", "address": f"127.0.0.1:{proxy.port}",
@@ -131,7 +106,7 @@ async def test_a_slow_read_is_replayed_in_a_guest_thread(serve, tmp_path: Path, 
 async def test_redis_down_while_inline_answers_as_in_a_thread(serve, tmp_path: Path, redis_keys) -> None:
     r, prefix = redis_keys
     r.set(f"{prefix}||book1", "100")
-    proxy = DelayingProxy(tmp_path)
+    proxy = DelayingProxy(REDIS_ADDRESS, tmp_path / "proxy-delay")
     store = {"type": "redis", "address": f"127.0.0.1:{proxy.port}", "key_prefix": prefix, "timeout_ms": 300}
     config = make_config(tmp_path, EXAMPLES, state={"state_demo": store})
     client = await serve(config)

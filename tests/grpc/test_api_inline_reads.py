@@ -4,8 +4,6 @@ store whose reads are slow or refused goes to the threads for a while (InlineGat
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,9 @@ import host.api as api_module
 from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2 as pb
 from host.grpc.proto.spec.proto.runtime.v1 import runtime_pb2_grpc
 from host.loop_budget import InlineGate, run_within
-from tests.conftest import REPO
+from tests.functions.delay_proxy import DelayingProxy
 from tests.grpc.api_support import api_config
-from tests.services import POSTGRES_DSN, REDIS_ADDRESS, require_postgres, require_redis, unique_prefix
+from tests.services import POSTGRES_DSN, REDIS_ADDRESS, redis_keys, require_postgres, unique_prefix
 
 TIMEOUT = 5.0
 
@@ -46,13 +44,8 @@ def inline_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 @pytest.fixture
 def redis_prefix() -> Iterator[tuple[redis.Redis, str]]:
-    require_redis()
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    prefix = unique_prefix("api-inline")
-    yield client, prefix
-    for key in client.scan_iter(f"{prefix}||*"):
-        client.delete(key)
-    client.close()
+    with redis_keys("api-inline") as keys:
+        yield keys
 
 
 def _redis_store(prefix: str, address: str = REDIS_ADDRESS) -> dict[str, Any]:
@@ -88,24 +81,18 @@ async def test_a_slow_redis_read_is_made_in_a_thread_and_closes_the_gate(serve, 
                                                                        inline_calls) -> None:
     r, prefix = redis_prefix
     r.set(f"{prefix}||k", "v1")
-    delay = tmp_path / "delay"
-    delay.write_text("0")
-    proxy = subprocess.Popen([sys.executable, "-m", "tests.functions.delay_proxy", REDIS_ADDRESS, str(delay)],
-                             cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proxy = DelayingProxy(REDIS_ADDRESS, tmp_path / "delay")
     try:
-        assert proxy.stdout is not None
-        port = int(proxy.stdout.readline())
         client = await serve(api_config(tmp_path, with_functions=False,
-                                        state=_redis_store(prefix, f"127.0.0.1:{port}")))
+                                        state=_redis_store(prefix, f"127.0.0.1:{proxy.port}")))
         assert await _reads(client, 5) == [b"v1"] * 5
-        delay.write_text("0.05")  # 50 ms a reply: past the 10 ms budget
+        proxy.delay(0.05)  # 50 ms a reply: past the 10 ms budget
         inline_calls.clear()
         assert await _reads(client, 6) == [b"v1"] * 6  # the same answers, from the API's threads
         assert inline_calls[0] is False  # tried on the loop, given up within the budget
         assert len(inline_calls) < 6  # then the gate stays closed for a while
     finally:
-        proxy.kill()
-        proxy.wait()
+        proxy.close()
 
 
 async def test_a_store_that_cannot_bound_its_wait_is_read_in_threads(serve, tmp_path: Path,
