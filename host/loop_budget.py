@@ -49,11 +49,18 @@ def inline_remaining() -> float | None:
     return remaining
 
 
-def run_within(budget_s: float, call: Callable[[], T]) -> T:
-    """`call()` on this thread with an inline budget of `budget_s` (or its caller's, when one runs)."""
+def open_budget(budget_s: float) -> float:
+    """Start an inline budget of `budget_s` on this thread, unless one runs already (a nested call
+    shares its caller's); returns the deadline to put back (`BUDGET.deadline = ...`) when done."""
     outer = BUDGET.deadline
     if not outer:
         BUDGET.deadline = time.monotonic() + budget_s
+    return outer
+
+
+def run_within(budget_s: float, call: Callable[[], T]) -> T:
+    """`call()` on this thread with an inline budget of `budget_s` (or its caller's, when one runs)."""
+    outer = open_budget(budget_s)
     try:
         return call()
     finally:

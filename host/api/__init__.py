@@ -97,7 +97,8 @@ class RuntimeApi:
         the inline budget, else on the API's threads; a component call is observed (capability,
         component, outcome, time from here to its answer)."""
         job = functools.partial(call, *args, **kwargs)
-        spec = marked(call) if self.observer is not NO_OBSERVER or only_reads(call) else None
+        reads = only_reads(call)
+        spec = marked(call) if self.observer is not NO_OBSERVER or reads else None
         if spec is None:
             return await asyncio.get_running_loop().run_in_executor(self._threads.pool(), job)
         capability, component_of = spec
@@ -106,7 +107,7 @@ class RuntimeApi:
             name = ""  # a client-chosen name creates no series
         started = perf_counter()
         try:
-            result = await self._execute(job, (capability, name) if only_reads(call) else None)
+            result = await self._execute(job, (capability, name) if reads else None)
         except Exception as error:
             self.observer.observe(capability, name, error, perf_counter() - started)
             raise

@@ -218,22 +218,24 @@ class RedisClient:
         try:
             reply = exchange(connection)
         except redis.ResponseError:  # an error reply: the connection is still good
-            sock.settimeout(connection.socket_timeout)
-            self._pool.release(connection)
+            self._release_inline(connection, sock)
             raise
         except (redis.TimeoutError, redis.ConnectionError) as error:
             self._pool.discard(connection)
             raise LoopBudgetExceeded(f"redis {self.address}: {error}") from None
         except redis.RedisError as error:
-            sock.settimeout(connection.socket_timeout)
-            self._pool.release(connection)
+            self._release_inline(connection, sock)
             raise ComponentError(f"redis {self.address}: {error}") from None
         except BaseException:
             self._pool.discard(connection)
             raise
+        self._release_inline(connection, sock)
+        return reply
+
+    def _release_inline(self, connection: redis.Connection, sock: Any) -> None:
+        """Back to the pool with its configured timeout (threads wait as long as that)."""
         sock.settimeout(connection.socket_timeout)
         self._pool.release(connection)
-        return reply
 
     def command(self, *args: Arg) -> Any:
         """One command. An error reply raises ComponentError (use `command_raw` to see it)."""

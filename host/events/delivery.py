@@ -196,11 +196,8 @@ class Subscriber:
                 return request
             try:
                 return _outcome(self.dispatcher.call_blocking(self.spec.function, request))
-            except DispatchError as error:
-                return error.status, str(error)
             except Exception as error:  # noqa: BLE001 - a host bug must not stop the consumer
-                log.exception("delivering event %s to %s", message.id, self.spec.function)
-                return 500, f"host error: {error!r}"
+                return self._failure(message, error)
         finally:
             self._took(perf_counter() - started)
 
@@ -231,12 +228,17 @@ class Subscriber:
         try:
             version = self.dispatcher.find(self.spec.function)
             response = await self.dispatcher.call(version, request)
-        except DispatchError as error:
-            return error.status, str(error)
         except Exception as error:  # noqa: BLE001 - a host bug must not stop the consumer
-            log.exception("delivering event %s to %s", message.id, self.spec.function)
-            return 500, f"host error: {error!r}"
+            return self._failure(message, error)
         return _outcome(response)
+
+    def _failure(self, message: Message, error: Exception) -> tuple[int, str]:
+        """The outcome of a delivery the call path refused (its status), or of a host bug (logged, 500).
+        Called from the `except` that caught `error`, so the log line carries its traceback."""
+        if isinstance(error, DispatchError):
+            return error.status, str(error)
+        log.exception("delivering event %s to %s", message.id, self.spec.function)
+        return 500, f"host error: {error!r}"
 
 
 def _result(future: concurrent.futures.Future[tuple[int, str]]) -> tuple[int, str]:

@@ -36,7 +36,7 @@ from host.functions.router import Router
 from host.functions.threads import GuestThreads
 from host.functions.version import FunctionVersion
 from host.logs import REQUEST_SCOPE, next_request_number  # issue 14: log lines name their request
-from host.loop_budget import BUDGET, InlineBusy, LoopBudgetExceeded  # issue 16: blocking reads inline
+from host.loop_budget import BUDGET, InlineBusy, LoopBudgetExceeded, open_budget  # issue 16: reads inline
 from host.metrics import RequestMetrics  # issue 14: per-function request metrics
 from host.tracing import spans as tracing  # issue 14: server spans, only while exporting
 
@@ -169,9 +169,7 @@ def _run(version: FunctionVersion, vm: ProxyWasmVM, filters: Sequence[ProxyWasmV
     # The budget of blocking reads on the loop (host/loop_budget.py); a pure function makes none.
     budgeted = inline and policy.blocking
     if budgeted:
-        outer_deadline = BUDGET.deadline
-        if not outer_deadline:  # a nested inline call shares its caller's budget
-            BUDGET.deadline = time.monotonic() + INLINE_DEADLINE_S
+        outer_deadline = open_budget(INLINE_DEADLINE_S)
     try:
         if component is not None:
             response = component.handle(request, version.timeout_s)

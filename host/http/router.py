@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from abi.maps import first_value
 from host.http.protocol import HttpServer, Limits, Request, Response
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -35,7 +36,8 @@ class Query:
     def get(self, name: str, default: str) -> str: ...
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        return next((value for key, value in self._pairs if key == name), default)
+        value = first_value(self._pairs, name)
+        return default if value is None else value
 
     def getall(self, name: str) -> list[str]:
         return [value for key, value in self._pairs if key == name]
@@ -59,8 +61,8 @@ class Headers:
     def get(self, name: str, default: str) -> str: ...
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        lower = name.lower()
-        return next((value for key, value in self._fields if key == lower), default)
+        value = first_value(self._fields, name.lower())
+        return default if value is None else value
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
